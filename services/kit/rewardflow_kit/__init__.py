@@ -1,0 +1,85 @@
+"""rewardflow_kit: turn a scorer (a class with `load()` and `score()`) into a reward service.
+
+## Writing a new service
+
+A service is a folder `services/<name>/` with a package `rewardflow_<name>` holding `scorer.py`:
+
+```python
+import numpy as np
+from rewardflow_kit import Batch, ItemFailure, ItemScore
+
+class BrightnessScorer:
+    name = "brightness"                 # == folder name == reward name in configs
+    version = "1.0.0"
+    model_id = ""                       # HF id or local path (REWARDFLOW_MODEL overrides it)
+    device = "cpu"                      # REWARDFLOW_DEVICE overrides it before load()
+    score_keys = ("brightness",)        # the first is the primary score
+    score_range = {"brightness": (0.0, 1.0)}
+    max_batch_size = 64
+
+    def load(self) -> None:             # runs once, in the model thread, before a warm-up batch
+        pass
+
+    def score(self, batch: Batch) -> list[ItemScore | ItemFailure]:
+        out = []
+        for image in batch.images:      # uint8 (H, W, 3) arrays; prompts, metadata, group_ids alongside
+            if image.size == 0:
+                out.append(ItemFailure("bad_image", "empty image"))   # returned, not raised
+            else:
+                out.append(ItemScore({"brightness": float(image.mean()) / 255}))
+        return out
+```
+
+Serve it with `python -m rewardflow_kit rewardflow_brightness.scorer:BrightnessScorer`, or give the
+package a `__main__.py` calling `rewardflow_kit.run(BrightnessScorer(), ServiceSettings())`.
+
+The kit does the rest: `POST /v1/score` (msgpack or JSON), `/healthz`, `/readyz` (503 until `load()`
+and one warm-up batch have run; define `warmup_batch() -> Batch` to choose that batch), `/v1/info`,
+`/metrics`, the Open Inference Protocol aliases `/v2/health/live`, `/v2/health/ready`,
+`/v2/models/<name>` and `/v2/models/<name>/ready`, micro-batching of concurrent requests, bounded
+body and queue sizes, an optional bearer API key, and per-item errors:
+
+- an image that does not decode gets `bad_image` in its slot; the other items are still scored;
+- an ItemFailure returned by `score()` becomes that item's error;
+- if `score()` raises for a whole batch, the kit logs it and scores the items one by one, so only
+  the item that fails gets `score_failed`;
+- a NaN or infinite score becomes `non_finite`, never a silent 0.
+
+`score()` always runs in one dedicated model thread, never on the event loop. If `load()` or the
+warm-up raises, the process stays up and `/readyz` answers 503 with the error (probes show why;
+an orchestrator's readiness gate keeps traffic away).
+
+## Settings (environment variables)
+
+| variable | default | meaning |
+|---|---|---|
+| `REWARDFLOW_HOST` | `127.0.0.1` | Address to listen on; `0.0.0.0` inside a container. |
+| `REWARDFLOW_PORT` | `8000` | TCP port to listen on. |
+| `REWARDFLOW_MAX_BATCH_SIZE` | scorer | Most images per model call and per request (more: 413); at most the scorer's. |
+| `REWARDFLOW_MAX_QUEUE_DELAY_MS` | `5.0` | Triton-style: how long the first queued request waits for a fuller batch. |
+| `REWARDFLOW_MAX_QUEUE_SIZE` | `1024` | Most images waiting in the queue; beyond it: 429 with Retry-After. |
+| `REWARDFLOW_MAX_BODY_BYTES` | `67108864` | Largest request body in bytes; a larger one gets 413 before it is read. |
+| `REWARDFLOW_API_KEY` | unset | If set, `/v1/score`, `/v1/info`, `/v2/models/*` need `Authorization: Bearer <key>`. |
+| `REWARDFLOW_DEVICE` | the scorer's | Device for the model (`cpu`, `cuda`, `cuda:1`). |
+| `REWARDFLOW_MODEL` | the scorer's | Model id or local path. |
+| `REWARDFLOW_LOG_LEVEL` | `info` | Log level of the service and uvicorn. |
+| `REWARDFLOW_ACCESS_LOG` | `false` | Log one line per HTTP request. |
+| `REWARDFLOW_RETRY_AFTER_S` | `1` | Retry-After seconds sent with 429 (queue full) and 503 (not ready). |
+"""
+
+from rewardflow_kit.app import create_app
+from rewardflow_kit.scorer import Batch, ItemFailure, ItemScore, Scorer
+from rewardflow_kit.server import load_scorer, run, serve_spec
+from rewardflow_kit.settings import ServiceSettings
+
+__all__ = [
+    "Batch",
+    "ItemFailure",
+    "ItemScore",
+    "Scorer",
+    "ServiceSettings",
+    "create_app",
+    "load_scorer",
+    "run",
+    "serve_spec",
+]

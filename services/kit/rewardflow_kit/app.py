@@ -1,0 +1,362 @@
+"""The FastAPI app factory: /v1/score through the micro-batcher, plus info, health, OIP aliases and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from rewardflow_proto import JSON, MSGPACK, VERSION, ContractError, ScoreRequest, ScoreResponse, media_type
+from rewardflow_proto.codec import Limits, decode_request, encode_error, encode_response
+
+from rewardflow_kit.batcher import MicroBatcher, ModelThread, QueueFull
+from rewardflow_kit.metrics import ServiceMetrics
+from rewardflow_kit.scorer import Batch, Scorer
+from rewardflow_kit.scoring import Outcome, score_requests
+from rewardflow_kit.settings import ServiceSettings
+
+log = logging.getLogger("rewardflow_kit")
+
+# Bodies above this are decoded in a worker thread so a big base64/msgpack decode never stalls the loop.
+_DECODE_IN_THREAD_BYTES = 1 << 20
+_MSGPACK_ALIASES = {MSGPACK, "application/x-msgpack", "application/vnd.msgpack"}
+
+
+def warmup_batch(scorer: Scorer) -> Batch:
+    """The scorer's own warm-up batch if it defines `warmup_batch()`, else one grey 64x64 image."""
+    custom = getattr(scorer, "warmup_batch", None)
+    if callable(custom):
+        return custom()
+    image = np.full((64, 64, 3), 127, dtype=np.uint8)
+    image.flags.writeable = False
+    return Batch(images=[image], prompts=["a photo of a cat"], metadata=[{}], group_ids=[None])
+
+
+class ServiceState:
+    """Everything one app instance owns: scorer, settings, metrics, readiness, batcher, model thread."""
+
+    def __init__(self, scorer: Scorer, settings: ServiceSettings) -> None:
+        self.scorer = scorer
+        self.settings = settings
+        self.metrics = ServiceMetrics(scorer.name)
+        requested = settings.max_batch_size or scorer.max_batch_size
+        if requested > scorer.max_batch_size:
+            log.warning(
+                "REWARDFLOW_MAX_BATCH_SIZE=%d exceeds scorer %s's max_batch_size %d; using %d",
+                requested, scorer.name, scorer.max_batch_size, scorer.max_batch_size,
+            )  # fmt: skip
+        self.max_batch_size = min(requested, scorer.max_batch_size)
+        self.limits = Limits(max_images=self.max_batch_size)
+        api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+        self.api_key = api_key.encode("utf-8") if api_key else None
+        self.ready = False
+        self.load_error: str | None = None
+        self.model_thread: ModelThread | None = None
+        self.batcher: MicroBatcher[ScoreRequest, Outcome] | None = None
+
+    def load_and_warm_up(self) -> None:
+        """Runs in the model thread: load() then one warm-up batch through score()."""
+        started = time.perf_counter()
+        self.scorer.load()
+        loaded = time.perf_counter()
+        self.scorer.score(warmup_batch(self.scorer))
+        log.info(
+            "%s ready: load %.2f s, warm-up %.2f s", self.scorer.name, loaded - started, time.perf_counter() - loaded
+        )
+
+    async def load(self) -> None:
+        assert self.model_thread is not None
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.model_thread, self.load_and_warm_up)
+        except Exception as exc:
+            # Stay up with /readyz 503 and the reason, so probes and `curl /readyz` show why.
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("loading scorer %s failed; /readyz stays 503", self.scorer.name)
+        else:
+            self.ready = True
+
+    def run_batch(self, requests: list[ScoreRequest]) -> list[Outcome]:
+        outcomes = score_requests(self.scorer, requests, self.limits.max_pixels)
+        self.metrics.images_scored_now.inc(sum(o.n_scored for o in outcomes))
+        return outcomes
+
+    def authorized(self, request: Request) -> bool:
+        if self.api_key is None:
+            return True
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        # Starlette decodes headers as latin-1, so this gives back the bytes the client sent.
+        given = token.strip().encode("latin-1", "replace")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given, self.api_key)
+
+    def info(self) -> dict:
+        s = self.scorer
+        return {
+            "name": s.name,
+            "version": s.version,
+            "model": s.model_id,
+            "device": s.device,
+            "score_keys": list(s.score_keys),
+            "score_range": {k: list(v) for k, v in s.score_range.items()},
+            "max_batch_size": self.max_batch_size,
+            "max_body_bytes": self.settings.max_body_bytes,
+            "contract_version": VERSION,
+        }
+
+    def not_ready_error(self) -> ContractError:
+        if self.load_error is not None:
+            return ContractError("not_ready", f"service {self.scorer.name} failed to load: {self.load_error}")
+        return ContractError("not_ready", f"service {self.scorer.name} is still loading its model; retry shortly")
+
+
+def response_type(request: Request, request_type: str) -> str:
+    """The request's own format unless Accept names exactly one of msgpack and JSON."""
+    accept = request.headers.get("accept", "").lower()
+    wants_msgpack = any(alias in accept for alias in _MSGPACK_ALIASES)
+    wants_json = JSON in accept
+    if wants_msgpack and not wants_json:
+        return MSGPACK
+    if wants_json and not wants_msgpack:
+        return JSON
+    return request_type if request_type in (MSGPACK, JSON) else JSON
+
+
+def error_response(err: ContractError, content_type: str, retry_after_s: int) -> Response:
+    headers: dict[str, str] = {}
+    if err.code in ("overloaded", "not_ready"):
+        headers["Retry-After"] = str(retry_after_s)
+    if err.code == "unauthorized":
+        headers["WWW-Authenticate"] = 'Bearer realm="rewardflow"'
+    try:
+        body = encode_error(err.to_body(), content_type)
+    except (TypeError, ValueError, UnicodeError):
+        # A message quoting un-encodable client text (e.g. a lone surrogate from JSON) must not become a 500.
+        safe = ContractError(err.code, err.message.encode("utf-8", "backslashreplace").decode("ascii", "replace"))
+        body = encode_error(safe.to_body(), content_type)
+    return Response(body, status_code=err.status, media_type=content_type, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes | bytearray:
+    """The request body, refusing (413) before reading past `limit` bytes."""
+    too_large = ContractError("too_large", f"request body exceeds max_body_bytes of {limit} bytes", "body")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            expected = int(declared)
+        except ValueError:
+            raise ContractError("bad_body", f"Content-Length {declared!r} is not an integer") from None
+        if expected > limit:
+            raise ContractError(
+                "too_large", f"request body of {expected} bytes exceeds max_body_bytes of {limit} bytes", "body"
+            )
+        # One buffer of the declared size: chunks are copied once, never re-joined.
+        buffer = bytearray(expected)
+        view = memoryview(buffer)
+        filled = 0
+        async for chunk in request.stream():
+            if filled + len(chunk) > expected:
+                raise ContractError("bad_body", f"body is longer than its Content-Length of {expected} bytes")
+            view[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+        if filled != expected:
+            raise ContractError("bad_body", f"body ended after {filled} of its {expected} declared bytes")
+        return buffer
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def decode(state: ServiceState, body: bytes | bytearray, content_type: str) -> ScoreRequest:
+    try:
+        if len(body) > _DECODE_IN_THREAD_BYTES:
+            return await asyncio.to_thread(decode_request, body, content_type, state.limits)
+        return decode_request(body, content_type, state.limits)
+    except ContractError as err:
+        if err.code == "too_large" and err.field == "prompts":
+            raise ContractError(
+                "too_large",
+                f"{err.message}: this service's max_batch_size is {state.max_batch_size}; split the batch",
+                err.field,
+            ) from None
+        raise
+
+
+async def handle_score(state: ServiceState, request: Request, received: float) -> Response:
+    """POST /v1/score: auth, content type, readiness, bounded body, decode, queue, respond."""
+    request_type = media_type(request.headers.get("content-type"))
+    if request_type in _MSGPACK_ALIASES:
+        request_type = MSGPACK
+    reply_type = response_type(request, request_type)
+    retry_after = state.settings.retry_after_s
+    try:
+        if not state.authorized(request):
+            raise ContractError("unauthorized", "missing or wrong API key; send 'Authorization: Bearer <key>'")
+        if request_type not in (MSGPACK, JSON):
+            raise ContractError(
+                "unsupported_media_type",
+                f"content type {request_type or '(none)'!r} is not supported; send {MSGPACK} or {JSON}",
+            )
+        if not state.ready or state.batcher is None:
+            raise state.not_ready_error()
+        body = await read_body(request, state.settings.max_body_bytes)
+        score_request = await decode(state, body, request_type)
+        del body
+        try:
+            timed = await state.batcher.submit(score_request, len(score_request))
+        except QueueFull as exc:
+            raise ContractError("overloaded", f"service {state.scorer.name} is busy: {exc}; retry later") from None
+    except ContractError as err:
+        return error_response(err, reply_type, retry_after)
+    outcome = timed.value
+    response = ScoreResponse(
+        scores=outcome.scores,
+        errors=outcome.errors,
+        details=outcome.details,
+        id=score_request.id,
+        service=state.scorer.name,
+        model=state.scorer.model_id,
+        model_version=state.scorer.version,
+        timing={
+            "queue_ms": timed.queue_s * 1000,
+            "compute_ms": timed.compute_s * 1000,
+            "total_ms": (time.perf_counter() - received) * 1000,
+        },
+    )
+    return Response(encode_response(response, reply_type), media_type=reply_type)
+
+
+def create_app(scorer: Scorer, settings: ServiceSettings | None = None) -> FastAPI:
+    """A FastAPI app serving `scorer`; the model loads in the background when the app starts."""
+    settings = settings if settings is not None else ServiceSettings()
+    if settings.device:
+        scorer.device = settings.device
+    if settings.model:
+        scorer.model_id = settings.model
+    state = ServiceState(scorer, settings)
+    metrics = state.metrics
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.model_thread = ModelThread(f"rewardflow-{scorer.name}-model")
+        state.batcher = MicroBatcher(
+            state.run_batch,
+            state.model_thread,
+            max_batch_size=state.max_batch_size,
+            max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+            max_queue_size=settings.max_queue_size,
+            on_batch=metrics.batch_size_now.observe,
+            on_depth=metrics.queue_depth_now.set,
+        )
+        state.batcher.start()
+        loading = asyncio.get_running_loop().create_task(state.load(), name="rewardflow-load")
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await state.batcher.stop()
+            state.model_thread.shutdown(wait=False)
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"version": VERSION, "error": {"code": "internal", "message": str(exc)}}, 500)
+
+    app = FastAPI(
+        title=f"rewardflow {scorer.name}",
+        version=scorer.version,
+        lifespan=lifespan,
+        exception_handlers={Exception: internal_error},
+    )
+    app.state.rewardflow = state
+
+    @app.post("/v1/score")
+    async def score(request: Request) -> Response:
+        received = time.perf_counter()
+        metrics.in_flight_now.inc()
+        reply_type = JSON
+        status = 500
+        try:
+            reply_type = response_type(request, media_type(request.headers.get("content-type")))
+            response = await handle_score(state, request, received)
+        except Exception as exc:
+            log.exception("unhandled error while scoring")
+            response = error_response(ContractError("internal", f"internal error: {type(exc).__name__}"), reply_type, 1)
+        finally:
+            metrics.in_flight_now.dec()
+            metrics.latency_now.observe(time.perf_counter() - received)
+        status = response.status_code
+        metrics.count_request(status)
+        return response
+
+    def unauthorized() -> Response:
+        err = ContractError("unauthorized", "missing or wrong API key; send 'Authorization: Bearer <key>'")
+        return error_response(err, JSON, settings.retry_after_s)
+
+    def readiness() -> JSONResponse:
+        if state.ready:
+            return JSONResponse({"status": "ready"})
+        body = {"status": "failed" if state.load_error else "loading", "error": state.not_ready_error().message}
+        return JSONResponse(body, 503, headers={"Retry-After": str(settings.retry_after_s)})
+
+    @app.get("/healthz")
+    @app.get("/v2/health/live")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/readyz")
+    @app.get("/v2/health/ready")
+    async def readyz() -> JSONResponse:
+        return readiness()
+
+    @app.get("/v1/info")
+    async def info(request: Request) -> Response:
+        if not state.authorized(request):
+            return unauthorized()
+        return JSONResponse(state.info())
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    def unknown_model(name: str) -> Response:
+        err = ContractError("not_found", f"no model named {name!r}; this service serves {scorer.name!r}", "name")
+        return error_response(err, JSON, settings.retry_after_s)
+
+    @app.get("/v2/models/{name}")
+    async def model_metadata(name: str, request: Request) -> Response:
+        if not state.authorized(request):
+            return unauthorized()
+        if name != scorer.name:
+            return unknown_model(name)
+        return JSONResponse(
+            {
+                "name": scorer.name,
+                "versions": [scorer.version],
+                "platform": "rewardflow",
+                "inputs": [
+                    {"name": "images", "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
+                    {"name": "prompts", "datatype": "BYTES", "shape": [-1]},
+                ],
+                "outputs": [{"name": key, "datatype": "FP64", "shape": [-1]} for key in scorer.score_keys],
+                "parameters": state.info(),
+            }
+        )
+
+    @app.get("/v2/models/{name}/ready")
+    async def model_ready(name: str, request: Request) -> Response:
+        if not state.authorized(request):
+            return unauthorized()
+        if name != scorer.name:
+            return unknown_model(name)
+        return readiness()
+
+    return app

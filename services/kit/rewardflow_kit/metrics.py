@@ -1,0 +1,65 @@
+"""Prometheus metrics with the same names in every service, in one registry per app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ServiceMetrics:
+    """The kit's metrics for one service; `service` is a label so one Prometheus can scrape them all."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, service: str) -> None:
+        # A registry per app (not the global one) so several apps can live in one process (tests, bench).
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("service",)
+        self.requests = Counter(
+            "rewardflow_requests",
+            "Score requests by HTTP status code.",
+            (*labels, "code"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "rewardflow_request_latency_seconds",
+            "Time from receiving a score request to sending its response.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "rewardflow_batch_size",
+            "Images per model call, as realised by the micro-batcher.",
+            labels,
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "rewardflow_in_flight_requests", "Score requests being handled now.", labels, registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "rewardflow_queue_depth", "Images waiting in the micro-batch queue.", labels, registry=self.registry
+        )
+        self.images_scored = Counter(
+            "rewardflow_images_scored",
+            "Images that got a score (per-item errors excluded).",
+            labels,
+            registry=self.registry,
+        )
+        self.service = service
+        self.in_flight_now = self.in_flight.labels(service)
+        self.queue_depth_now = self.queue_depth.labels(service)
+        self.latency_now = self.latency.labels(service)
+        self.batch_size_now = self.batch_size.labels(service)
+        self.images_scored_now = self.images_scored.labels(service)
+
+    def count_request(self, status: int) -> None:
+        self.requests.labels(self.service, str(status)).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)

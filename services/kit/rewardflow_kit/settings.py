@@ -1,0 +1,49 @@
+"""Service settings from REWARDFLOW_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """How one reward service listens, batches and guards itself; every field is an env var REWARDFLOW_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="REWARDFLOW_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 inside a container.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Most images per model call (and per request); default and upper bound: the scorer's own.",
+    )
+    max_queue_delay_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Triton-style: how long the first queued request waits for others to fill a batch.",
+    )
+    max_queue_size: int = Field(
+        1024,
+        ge=1,
+        description="Most images waiting in the queue; a request beyond it gets 429 with Retry-After.",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body in bytes; a larger one gets 413 before it is read.",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="If set, /v1/score, /v1/info and /v2/models/* need 'Authorization: Bearer <key>'; "
+        "health and metrics stay open.",
+    )
+    device: str | None = Field(None, description="Device for the model (cpu, cuda, cuda:1); default: the scorer's.")
+    model: str | None = Field(None, description="Model id or local path; default: the scorer's model_id.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Log level of the service and uvicorn."
+    )
+    access_log: bool = Field(False, description="Log one line per HTTP request (uvicorn access log).")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 429 (queue full) and 503.")
