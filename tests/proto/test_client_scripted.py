@@ -1,7 +1,8 @@
-"""The client's retry policy over real HTTP against a scripted peer that answers chosen status codes.
+"""The client's retry policy and concurrency over real HTTP against scripted peers.
 
-The peer is a stand-in for a misbehaving service (overloaded, not ready, rejecting), which the real
-kit cannot be made to do on cue; the contract bytes it sends come from the real codec.
+A peer is a stand-in for a misbehaving or slow service (overloaded, not ready, rejecting, known
+latency), which the real kit cannot be made to be on cue; the contract bytes it sends come from the
+real codec.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -18,15 +19,16 @@ import pytest
 from rewardflow_proto import ErrorBody, ScoreResponse, decode_request, encode_error, encode_response
 from rewardflow_proto.client import RetryPolicy, RewardClient, RewardServiceError
 
-INFO = {"name": "fake", "score_keys": ["value"], "max_batch_size": 64}
-
 
 class ScriptedPeer:
     """Answers POST /v1/score with the next status of `script` (200 once the script is used up)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_batch_size: int = 64) -> None:
+        self.info = {"name": "fake", "score_keys": ["value", "other"], "max_batch_size": max_batch_size}
         self.script: list[tuple[int, dict[str, str]]] = []
         self.score_hits: list[float] = []
+        self.batch_sizes: list[int] = []
+        self.info_hits = 0
         self.delay_s = 0.0
         peer = self
 
@@ -44,7 +46,8 @@ class ScriptedPeer:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
-                self._send(200, json.dumps(INFO).encode(), "application/json", {})
+                peer.info_hits += 1
+                self._send(200, json.dumps(peer.info).encode(), "application/json", {})
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -56,8 +59,9 @@ class ScriptedPeer:
                     self._send(status, encode_error(error), "application/msgpack", headers)
                     return
                 request = decode_request(body)
+                peer.batch_sizes.append(len(request))
                 values = [float(i) for i in range(len(request))]
-                response = ScoreResponse(scores={"value": values}, errors=[None] * len(values))
+                response = ScoreResponse(scores={"value": values, "other": values}, errors=[None] * len(values))
                 self._send(200, encode_response(response), "application/msgpack", {})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -67,13 +71,24 @@ class ScriptedPeer:
 
 
 @pytest.fixture
-def peer() -> Iterator[ScriptedPeer]:
-    p = ScriptedPeer()
-    thread = threading.Thread(target=p.server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield p
-    p.server.shutdown()
-    p.server.server_close()
+def peers() -> Iterator[Callable[..., ScriptedPeer]]:
+    started: list[ScriptedPeer] = []
+
+    def start(max_batch_size: int = 64) -> ScriptedPeer:
+        p = ScriptedPeer(max_batch_size)
+        threading.Thread(target=p.server.serve_forever, args=(0.02,), daemon=True).start()
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.server.shutdown()
+        p.server.server_close()
+
+
+@pytest.fixture
+def peer(peers: Callable[..., ScriptedPeer]) -> ScriptedPeer:
+    return peers()
 
 
 FAST = RetryPolicy(max_retries=3, base_s=0.01, cap_s=0.05)
@@ -138,3 +153,63 @@ def test_api_key_travels_as_bearer_token(peer: ScriptedPeer) -> None:
     peer.server.RequestHandlerClass.do_POST = spy  # type: ignore[method-assign]
     asyncio.run(_score(peer, api_key="s3cret"))
     assert seen == ["Bearer s3cret"]
+
+
+def test_every_service_is_called_at_the_same_time(peers: Callable[..., ScriptedPeer]) -> None:
+    slow = [peers() for _ in range(3)]
+    for p in slow:
+        p.delay_s = 0.4
+    endpoints = {name: [p.url] for name, p in zip(("a", "b", "c"), slow, strict=True)}
+
+    async def run() -> float:
+        async with RewardClient(endpoints, retry=FAST) as client:
+            await client.resolve()  # /v1/info out of the timing
+            start = time.monotonic()
+            await client.score(IMAGES, "p")
+            return time.monotonic() - start
+
+    elapsed = asyncio.run(run())
+    assert all(len(p.score_hits) == 1 for p in slow)
+    assert elapsed < 0.8, f"three 0.4 s services took {elapsed:.2f} s: called one after another?"
+    hits = sorted(h for p in slow for h in p.score_hits)
+    assert hits[-1] - hits[0] < 0.2
+
+
+def test_a_service_is_called_once_for_several_reward_names(peer: ScriptedPeer) -> None:
+    async def run() -> object:
+        async with RewardClient({"fake": [peer.url]}, {"fake": 1.0, "fake_value": 2.0, "fake_other": -1.0}) as c:
+            return await c.score(IMAGES, "p")
+
+    result = asyncio.run(run())
+    assert len(peer.score_hits) == 1 and peer.info_hits == 1
+    np.testing.assert_array_equal(result.components["fake"], [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(result.total, [0.0, 2.0, 4.0])  # 1·v + 2·v − 1·v
+
+
+def test_chunks_are_sent_concurrently_and_spread_over_replicas(peers: Callable[..., ScriptedPeer]) -> None:
+    replicas = [peers(max_batch_size=2), peers(max_batch_size=2)]
+    for p in replicas:
+        p.delay_s = 0.3
+    images = np.zeros((8, 4, 4, 3), np.uint8)
+
+    async def run() -> tuple[float, np.ndarray]:
+        async with RewardClient({"fake": [p.url for p in replicas]}, retry=FAST) as client:
+            await client.resolve()
+            start = time.monotonic()
+            result = await client.score(images, "p")
+            return time.monotonic() - start, result.total
+
+    elapsed, total = asyncio.run(run())
+    assert [len(p.batch_sizes) for p in replicas] == [2, 2]  # 4 chunks of 2, round robin
+    assert all(b == 2 for p in replicas for b in p.batch_sizes)
+    np.testing.assert_array_equal(total, [0, 1] * 4)  # each chunk's items in place, in order
+    assert elapsed < 0.9, f"4 chunks of 0.3 s took {elapsed:.2f} s: sent one after another?"
+
+
+def test_info_is_fetched_once_per_service(peer: ScriptedPeer) -> None:
+    async def run() -> None:
+        async with RewardClient({"fake": [peer.url]}) as client:
+            await asyncio.gather(*(client.score(IMAGES, "p") for _ in range(5)))
+
+    asyncio.run(run())
+    assert peer.info_hits == 1 and len(peer.score_hits) == 5
