@@ -1,0 +1,44 @@
+# rewardflow: set-up, tests and the demo. `make venv` builds .venv from scratch; `make test` runs
+# every test (slow ones included, as CI does); `make demo` runs the embedded default training.
+
+PYTHON ?= python3
+VENV ?= .venv
+# Extra pip arguments, e.g. PIP_ARGS='--extra-index-url https://download.pytorch.org/whl/cu128' on a GPU box.
+PIP_ARGS ?=
+PYTEST_ARGS ?=
+
+# The parts, each with its own pyproject.toml; a new service adds its folder here.
+PACKAGES := proto services/kit services/jpeg trainer
+PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(PACKAGES))
+# Rebuilt when any pyproject.toml is newer than the last install: a no-op otherwise.
+STAMP := $(VENV)/.rewardflow-installed
+
+.PHONY: help venv test demo lint
+
+help:
+	@echo "make venv   create $(VENV) and install every part (editable) with the test tools"
+	@echo "make test   run all tests (slow ones included)"
+	@echo "make demo   train the tiny embedded model against the local jpeg reward (CPU, minutes)"
+	@echo "make lint   ruff check + ruff format --check"
+
+venv: $(STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# pip, not uv: pip's configuration on this kind of machine finds the CPU torch wheel on disk
+# (the trainer pins torch==2.13.0); uv would download a multi-GB CUDA build instead.
+$(STAMP): $(PYPROJECTS) | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --progress-bar off $(PIP_ARGS) \
+		$(addprefix -e ,$(PACKAGES)) -e '.[test]'
+	touch $@
+
+test: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(VENV)/bin/rewardflow train
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .

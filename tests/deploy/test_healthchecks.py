@@ -1,0 +1,83 @@
+"""The readiness probes in the Dockerfiles and compose.yaml pass against a real service and fail without one."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dockerfiles import DOCKERFILES, REPO_ROOT, instructions
+
+SERVICE_DOCKERFILES = [p for p in DOCKERFILES if p.parent.parent == REPO_ROOT / "services"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dockerfile_probe(dockerfile: Path) -> list[str]:
+    """The exec-form HEALTHCHECK command of a Dockerfile."""
+    [args] = [args for kind, args in instructions(dockerfile) if kind == "HEALTHCHECK"]
+    return json.loads(args[args.index("CMD") + 3 :].strip())
+
+
+def run_probe(command: list[str], port: int) -> int:
+    """Exit status of a probe run the way the container runs it, with this interpreter as `python`."""
+    assert command[0] == "python", f"probe {command}: expected to start with python (no curl in slim images)"
+    env = {**os.environ, "REWARDFLOW_PORT": str(port)}
+    return subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30).returncode
+
+
+@pytest.fixture(scope="module", params=SERVICE_DOCKERFILES, ids=lambda p: p.parent.name)
+def running_service(request: pytest.FixtureRequest) -> Iterator[tuple[Path, int]]:
+    """The Dockerfile's CMD started as a local process on a free port, once /readyz answers 200."""
+    dockerfile: Path = request.param
+    [cmd] = [json.loads(args) for kind, args in instructions(dockerfile) if kind == "CMD"]
+    port = free_port()
+    env = {**os.environ, "REWARDFLOW_HOST": "127.0.0.1", "REWARDFLOW_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, *cmd[1:]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"{cmd} exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, f"{cmd} not ready on port {port} within 60 s"
+                time.sleep(0.2)
+        yield dockerfile, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_dockerfile_probe_passes_when_ready(running_service: tuple[Path, int]) -> None:
+    dockerfile, port = running_service
+    assert run_probe(dockerfile_probe(dockerfile), port) == 0
+
+
+def test_compose_probe_passes_when_ready(running_service: tuple[Path, int], compose: dict[str, Any]) -> None:
+    dockerfile, port = running_service
+    probe = compose["services"][dockerfile.parent.name]["healthcheck"]["test"]
+    assert probe[0] == "CMD"
+    assert run_probe(probe[1:], port) == 0
+
+
+@pytest.mark.parametrize("dockerfile", SERVICE_DOCKERFILES, ids=lambda p: p.parent.name)
+def test_probes_fail_when_nothing_listens(dockerfile: Path, compose: dict[str, Any]) -> None:
+    port = free_port()
+    assert run_probe(dockerfile_probe(dockerfile), port) != 0
+    assert run_probe(compose["services"][dockerfile.parent.name]["healthcheck"]["test"][1:], port) != 0
