@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
@@ -11,7 +11,7 @@ VERSION = 1
 """Major version of the contract. Peers with the same major version are compatible."""
 
 ImageFormat = Literal["raw", "png", "jpeg"]
-GroupId = Union[str, int, None]
+GroupId = str | int | None
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class EncodedImage:
     data: bytes | memoryview
 
 
-Image = Union[np.ndarray, EncodedImage]
+Image = np.ndarray | EncodedImage
 """A raw image is a uint8 array of shape (H, W, 3); anything else travels encoded."""
 
 
@@ -79,6 +79,16 @@ class ErrorBody:
     message: str
     field: str | None = None
     version: int = VERSION
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds a decoder enforces before any model work is done."""
+
+    max_images: int = 1024
+    max_pixels: int = 4096 * 4096
+    max_prompt_chars: int = 10_000
+    max_metadata_depth: int = 8
 
 
 # Whole-request error codes and the HTTP status each travels with.
