@@ -143,7 +143,7 @@ def _is_ours(pid: int) -> bool:
     # A pid from an old stack file may since belong to an unrelated process: only signal a rewardflow one.
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"rewardflow" in f.read()
+            return b"rewardflow.cli\x00serve\x00" in f.read()  # the command line start_stack gives its processes
     except FileNotFoundError:
         return not Path("/proc/self").exists() and pid_alive(pid)
     except OSError:

@@ -164,7 +164,10 @@ def _item_nbytes(image: Image, prompt: str) -> int:
 
 
 class RewardClient:
-    """Scores batches with every configured reward service at once and combines them with weights."""
+    """Scores batches with every configured reward service at once and combines them with weights.
+
+    Use one client on one event loop: its connection pools belong to the loop that opened them.
+    """
 
     def __init__(
         self,
@@ -366,7 +369,7 @@ def _request(images: Any, prompts: Sequence[str] | str, metadata: Any, group_ids
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
             raise ValueError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
         n = images.shape[0]
-    else:
+    else:  # kept a list: stacking equal-size images costs a copy (13 ms for 16×512², vs 1.7 ms to encode)
         images = list(images)
         n = len(images)
     if n == 0:
@@ -399,7 +402,11 @@ class SyncRewardClient:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="rewardflow-client", daemon=True)
         self._thread.start()
-        self._client = self._run(_construct(args, kwargs))
+        try:
+            self._client = self._run(_construct(args, kwargs))
+        except BaseException:
+            self._stop_loop()
+            raise
 
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -414,10 +421,15 @@ class SyncRewardClient:
     def close(self) -> None:
         """Close the connection pools and stop the loop thread."""
         if self._thread.is_alive():
-            self._run(self._client.aclose())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
+            try:
+                self._run(self._client.aclose())
+            finally:
+                self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
     def __enter__(self) -> SyncRewardClient:
         return self
