@@ -94,20 +94,27 @@ def service_of(name: str, services: Sequence[str]) -> str:
     )
 
 
-def plan_chunks(item_bytes: Sequence[int], max_items: int, max_bytes: int | None = None) -> list[tuple[int, int]]:
-    """Split items into consecutive [start, stop) chunks of at most max_items and (if given) max_bytes."""
+def plan_chunks(
+    item_bytes: Sequence[int], max_items: int, max_bytes: int | None = None, groups: Sequence[Any] | None = None
+) -> list[tuple[int, int]]:
+    """Split items into consecutive [start, stop) chunks of at most max_items and (if given) max_bytes.
+
+    With `groups`, a chunk ends at the last change of group id inside it where there is one, so a
+    group-aware reward sees whole groups (groups must be contiguous and fit in one chunk for that).
+    """
     if max_items < 1:
         raise ValueError(f"max_items must be >= 1, got {max_items}")
     chunks: list[tuple[int, int]] = []
-    start, size = 0, 0
-    for i, nbytes in enumerate(item_bytes):
-        full = i - start >= max_items or (max_bytes is not None and i > start and size + nbytes > max_bytes)
-        if full:
-            chunks.append((start, i))
-            start, size = i, 0
-        size += nbytes
-    if start < len(item_bytes):
-        chunks.append((start, len(item_bytes)))
+    n, start = len(item_bytes), 0
+    while start < n:
+        stop, size = start + 1, item_bytes[start]
+        while stop < n and stop - start < max_items and (max_bytes is None or size + item_bytes[stop] <= max_bytes):
+            size += item_bytes[stop]
+            stop += 1
+        if stop < n and groups is not None:
+            stop = next((j for j in range(stop, start, -1) if groups[j] != groups[j - 1]), stop)
+        chunks.append((start, stop))
+        start = stop
     return chunks
 
 
@@ -267,14 +274,18 @@ class RewardClient:
         svc = self._open()[service]
         async with svc.info_lock:
             if svc.info is None:
-                info = (await self._call(svc, "GET", "/v1/info")).json()
-                keys = info.get("score_keys")
+                response = await self._call(svc, "GET", "/v1/info")
+                try:
+                    info = response.json()
+                except ValueError:
+                    info = {}
+                keys = info.get("score_keys") if isinstance(info, dict) else None
                 if not isinstance(keys, list) or not keys:
                     raise RewardServiceError(
                         service,
                         self._rewards_of(service),
                         [r.url for r in svc.replicas],
-                        f"/v1/info has no score_keys: {info!r}",
+                        f"/v1/info has no score_keys: {response.text[:300]!r}",
                     )
                 svc.info = info
             return svc.info
@@ -292,7 +303,7 @@ class RewardClient:
         info = svc.info or {}
         max_items = int(info.get("max_batch_size") or len(sizes))
         max_bytes = info.get("max_body_bytes")
-        chunks = plan_chunks(sizes, max_items, int(max_bytes * 0.9) if max_bytes else None)
+        chunks = plan_chunks(sizes, max_items, int(max_bytes * 0.9) if max_bytes else None, request.group_ids)
 
         async def send(start: int, stop: int) -> ScoreResponse:
             body = bodies.get((start, stop))

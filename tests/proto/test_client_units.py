@@ -84,6 +84,26 @@ def test_chunks_cover_every_item_once_in_order_within_limits(
             assert sum(sizes[a:b]) <= max_bytes
 
 
+def test_chunks_end_at_group_boundaries_when_groups_are_given() -> None:
+    groups = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert plan_chunks([1] * 9, 4, groups=groups) == [(0, 3), (3, 6), (6, 9)]
+    assert plan_chunks([1] * 9, 2, groups=groups) == [(0, 2), (2, 3), (3, 5), (5, 6), (6, 8), (8, 9)]  # too big
+
+
+@given(
+    group_sizes=st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=12),
+    extra=st.integers(min_value=0, max_value=10),
+)
+def test_groups_that_fit_are_never_split(group_sizes: list[int], extra: int) -> None:
+    groups = [g for g, size in enumerate(group_sizes) for _ in range(size)]
+    max_items = max(group_sizes) + extra
+    chunks = plan_chunks([1] * len(groups), max_items, groups=groups)
+    assert [i for a, b in chunks for i in range(a, b)] == list(range(len(groups)))
+    for a, b in chunks:
+        assert b - a <= max_items
+        assert a == 0 or groups[a] != groups[a - 1]  # every chunk starts a new group
+
+
 def test_weighted_total_matches_hand_sum() -> None:
     components = {"a": np.array([1.0, 2.0, -3.0]), "b": np.array([10.0, 0.5, 4.0])}
     total = weighted_total(components, {"a": 0.5, "b": -2.0}, 3)
