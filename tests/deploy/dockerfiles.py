@@ -45,3 +45,5 @@ def copy_sources(dockerfile: Path) -> list[str]:
 
 
 DOCKERFILES = find_dockerfiles()
+# The reward services' images: services/<name>/Dockerfile.
+SERVICE_DOCKERFILES = [p for p in DOCKERFILES if p.parent.parent == REPO_ROOT / "services"]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dockerfiles import DOCKERFILES, REPO_ROOT, instructions
+from dockerfiles import DOCKERFILES, REPO_ROOT, SERVICE_DOCKERFILES, instructions
 
 
 def hadolint_executable() -> str:
@@ -40,9 +40,6 @@ def pyproject_version(folder: Path) -> str:
     match = re.search(r'^version\s*=\s*"([^"]+)"', (folder / "pyproject.toml").read_text(), re.MULTILINE)
     assert match, f'{folder / "pyproject.toml"}: no version = "..." line'
     return match.group(1)
-
-
-SERVICE_DOCKERFILES = [p for p in DOCKERFILES if p.parent.parent == REPO_ROOT / "services"]
 
 
 def test_every_reward_service_has_a_dockerfile() -> None:

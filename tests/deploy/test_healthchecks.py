@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dockerfiles import DOCKERFILES, REPO_ROOT, instructions
-
-SERVICE_DOCKERFILES = [p for p in DOCKERFILES if p.parent.parent == REPO_ROOT / "services"]
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from dockerfiles import SERVICE_DOCKERFILES, instructions
+from local_service import free_port, running
 
 
 def dockerfile_probe(dockerfile: Path) -> list[str]:
@@ -46,22 +34,8 @@ def running_service(request: pytest.FixtureRequest) -> Iterator[tuple[Path, int]
     dockerfile: Path = request.param
     [cmd] = [json.loads(args) for kind, args in instructions(dockerfile) if kind == "CMD"]
     port = free_port()
-    env = {**os.environ, "REWARDFLOW_HOST": "127.0.0.1", "REWARDFLOW_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, *cmd[1:]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"{cmd} exited: {proc.stderr.read().decode() if proc.stderr else ''}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, f"{cmd} not ready on port {port} within 60 s"
-                time.sleep(0.2)
+    with running([sys.executable, *cmd[1:]], port):
         yield dockerfile, port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def test_dockerfile_probe_passes_when_ready(running_service: tuple[Path, int]) -> None:
