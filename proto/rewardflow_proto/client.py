@@ -230,8 +230,9 @@ class RewardClient:
             services, self._services = self._services, None
             await asyncio.gather(*(r.http.aclose() for s in services.values() for r in s.replicas))
 
-    def _rewards_of(self, service: str) -> list[str]:
-        return [name for name, s in self._service_of.items() if s == service]
+    def _error(self, service: str, urls: Sequence[str], reason: str, status: int | None = None) -> RewardServiceError:
+        rewards = [name for name, s in self._service_of.items() if s == service]
+        return RewardServiceError(service, rewards, urls, reason, status)
 
     async def _call(self, service: _Service, method: str, path: str, body: bytes | None = None) -> httpx.Response:
         """One request with the retry policy; returns a 2xx response or raises RewardServiceError."""
@@ -257,9 +258,7 @@ class RewardClient:
                 return response
             reason = f"{replica.url}{path} answered HTTP {response.status_code}: {_error_message(response)}"
             if response.status_code not in RETRYABLE_STATUS:
-                raise RewardServiceError(
-                    service.name, self._rewards_of(service.name), [replica.url], reason, response.status_code
-                )
+                raise self._error(service.name, [replica.url], reason, response.status_code)
             last = reason
             if response.status_code == 503:
                 replica.down_until = time.monotonic() + self.down_s
@@ -267,7 +266,7 @@ class RewardClient:
             if after is not None:
                 replica.retry_at = time.monotonic() + min(after, self.retry.max_retry_after_s)
         reason = f"gave up after {self.retry.max_retries + 1} attempts; last error: {last}"
-        raise RewardServiceError(service.name, self._rewards_of(service.name), sorted(tried), reason)
+        raise self._error(service.name, sorted(tried), reason)
 
     async def info(self, service: str) -> dict[str, Any]:
         """The service's `/v1/info`, fetched once and cached."""
@@ -281,11 +280,8 @@ class RewardClient:
                     info = {}
                 keys = info.get("score_keys") if isinstance(info, dict) else None
                 if not isinstance(keys, list) or not keys:
-                    raise RewardServiceError(
-                        service,
-                        self._rewards_of(service),
-                        [r.url for r in svc.replicas],
-                        f"/v1/info has no score_keys: {response.text[:300]!r}",
+                    raise self._error(
+                        service, [str(response.url)], f"/v1/info has no score_keys: {response.text[:300]!r}"
                     )
                 svc.info = info
             return svc.info
@@ -313,16 +309,9 @@ class RewardClient:
             try:
                 decoded = decode_response(response.content, media_type(response.headers.get("content-type")))
             except ContractError as exc:
-                raise RewardServiceError(
-                    svc.name, self._rewards_of(svc.name), [str(response.url)], f"bad response: {exc}"
-                ) from None
+                raise self._error(svc.name, [str(response.url)], f"bad response: {exc}") from None
             if len(decoded) != stop - start:
-                raise RewardServiceError(
-                    svc.name,
-                    self._rewards_of(svc.name),
-                    [str(response.url)],
-                    f"answered {len(decoded)} items for {stop - start}",
-                )
+                raise self._error(svc.name, [str(response.url)], f"answered {len(decoded)} items for {stop - start}")
             return decoded
 
         return list(await asyncio.gather(*(send(a, b) for a, b in chunks)))
