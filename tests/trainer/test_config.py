@@ -117,6 +117,7 @@ def test_bad_overrides_name_the_key(assignment, message):
     ("assignment", "message"),
     [
         ("train.clip_range=0", "train.clip_range = 0.0: expected > 0"),
+        ("model.family=flux9", "model.family = 'flux9': expected one of ['sd3']"),
         ("model.mixed_precision=fp8", "model.mixed_precision = 'fp8': expected one of ('no', 'fp16', 'bf16')"),
         ("sample.group_size=1", "sample.group_size = 1: expected >= 2"),
         ("sample.sde_type=ode", "sample.sde_type = 'ode'"),

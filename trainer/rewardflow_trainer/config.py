@@ -335,7 +335,9 @@ def _problems(config: Config, check_paths: bool) -> list[str]:
             out.append(f"{key} = {value!r}: expected {expected}")
 
     m, s, t, r, p, run = config.model, config.sample, config.train, config.reward, config.prompts, config.run
-    need(bool(m.family), "model.family", m.family, "a model family name, e.g. 'sd3'")
+    from rewardflow_trainer.models import FAMILIES  # heavy (diffusers); only when validating
+
+    need(m.family in FAMILIES, "model.family", m.family, f"one of {sorted(FAMILIES)}")
     need(m.resolution > 0 and m.resolution % 16 == 0, "model.resolution", m.resolution, "a positive multiple of 16")
     need(
         m.mixed_precision in MIXED_PRECISIONS, "model.mixed_precision", m.mixed_precision, f"one of {MIXED_PRECISIONS}"
