@@ -12,8 +12,19 @@ from contextlib import asynccontextmanager
 import numpy as np
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from rewardflow_proto import JSON, MSGPACK, VERSION, ContractError, ScoreRequest, ScoreResponse, media_type
-from rewardflow_proto.codec import Limits, decode_request, encode_error, encode_response
+from rewardflow_proto import (
+    JSON,
+    MSGPACK,
+    VERSION,
+    ContractError,
+    Limits,
+    ScoreRequest,
+    ScoreResponse,
+    decode_request,
+    encode_error,
+    encode_response,
+    media_type,
+)
 
 from rewardflow_kit.batcher import MicroBatcher, ModelThread, QueueFull
 from rewardflow_kit.metrics import ServiceMetrics

@@ -1,0 +1,88 @@
+"""Test scorers that exercise the kit; served with `python -m rewardflow_kit scorers:<Class>`.
+
+They are instantiated with no arguments, so they read their knobs from TEST_* environment variables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from rewardflow_kit import Batch, ItemFailure, ItemScore
+
+
+class ProbeScorer:
+    """Scores mean brightness; the prompt steers failures so tests can aim at one item.
+
+    prompt "raise": score() raises for the whole batch (the kit must retry items singly);
+    "nan" / "inf": returns a non-finite score; "refuse": returns an ItemFailure.
+    Every item's details hold the size and id of the batch it was scored in.
+    TEST_SCORE_SLEEP_S: seconds each score() call sleeps (a slow model).
+    """
+
+    name = "probe"
+    version = "0.0.1"
+    model_id = ""
+    device = "cpu"
+    score_keys = ("brightness", "double")
+    score_range: ClassVar[dict[str, tuple[float | None, float | None]]] = {"brightness": (0.0, 1.0), "double": (0, 2)}
+    max_batch_size = 64
+
+    def __init__(self) -> None:
+        self.score_sleep_s = float(os.environ.get("TEST_SCORE_SLEEP_S", "0"))
+        self._batch_ids = itertools.count()
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def score(self, batch: Batch) -> list[ItemScore | ItemFailure]:
+        if self.score_sleep_s:
+            time.sleep(self.score_sleep_s)
+        if "raise" in batch.prompts:
+            raise RuntimeError("the model crashed on this batch")
+        batch_id = next(self._batch_ids)
+        results: list[ItemScore | ItemFailure] = []
+        for image, prompt in zip(batch.images, batch.prompts, strict=True):
+            brightness = float(image.mean()) / 255
+            if prompt == "nan":
+                brightness = float("nan")
+            elif prompt == "inf":
+                brightness = float("inf")
+            elif prompt == "refuse":
+                results.append(ItemFailure("bad_metadata", "this scorer refuses the prompt 'refuse'"))
+                continue
+            details = {"batch_size": len(batch), "batch_id": batch_id, "group_ids": list(batch.group_ids)}
+            results.append(ItemScore({"brightness": brightness, "double": 2 * brightness}, details))
+        return results
+
+
+class SlowStartScorer(ProbeScorer):
+    """load() takes TEST_LOAD_SLEEP_S, then touches TEST_LOADED_FILE; the warm-up score() takes TEST_WARMUP_SLEEP_S."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.load_sleep_s = float(os.environ.get("TEST_LOAD_SLEEP_S", "0"))
+        self.warmup_sleep_s = float(os.environ.get("TEST_WARMUP_SLEEP_S", "0"))
+        self.loaded_file = os.environ.get("TEST_LOADED_FILE")
+        self.warmed_up = False
+
+    def load(self) -> None:
+        time.sleep(self.load_sleep_s)
+        if self.loaded_file:
+            Path(self.loaded_file).touch()
+
+    def score(self, batch: Batch) -> list[ItemScore | ItemFailure]:
+        if not self.warmed_up:
+            self.warmed_up = True
+            time.sleep(self.warmup_sleep_s)
+        return super().score(batch)
+
+
+class BrokenLoadScorer(ProbeScorer):
+    """load() fails as a missing model file would."""
+
+    def load(self) -> None:
+        raise FileNotFoundError("model weights not found at /models/probe.safetensors")

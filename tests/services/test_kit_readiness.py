@@ -1,0 +1,52 @@
+"""Readiness: 503 until load() and the warm-up batch have run; a failed load stays 503 with its reason."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from rewardflow_proto import ScoreRequest, encode_request
+from service_calls import MSGPACK, error_of, post, random_images
+
+
+@pytest.mark.slow
+def test_not_ready_until_warm_up_has_run(service_process: Callable, tmp_path: Path) -> None:
+    loaded = tmp_path / "loaded"
+    service = service_process(
+        "scorers:SlowStartScorer",
+        env={"TEST_LOAD_SLEEP_S": "0.5", "TEST_WARMUP_SLEEP_S": "2", "TEST_LOADED_FILE": str(loaded)},
+        wait="/healthz",
+    )
+    deadline = time.monotonic() + 30
+    while not loaded.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert loaded.exists(), service.log()
+    # load() is done but the warm-up batch is still running: not ready yet.
+    for path in ("/readyz", "/v2/health/ready", "/v2/models/probe/ready"):
+        reply = httpx.get(service.url + path)
+        assert reply.status_code == 503, path
+    assert httpx.get(service.url + "/readyz").json()["status"] == "loading"
+    body = encode_request(ScoreRequest(images=random_images(1), prompts=["p"]))
+    reply = post(service.url, body, MSGPACK)
+    assert reply.status_code == 503 and int(reply.headers["retry-after"]) >= 1
+    assert error_of(reply)["code"] == "not_ready"
+    service.wait_for("/readyz", timeout_s=30)
+    assert post(service.url, body, MSGPACK).status_code == 200
+
+
+@pytest.mark.slow
+def test_failed_load_keeps_the_process_up_and_not_ready_with_the_reason(service_process: Callable) -> None:
+    service = service_process("scorers:BrokenLoadScorer", wait="/healthz")
+    deadline = time.monotonic() + 30
+    while httpx.get(service.url + "/readyz").json()["status"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reply = httpx.get(service.url + "/readyz")
+    assert reply.status_code == 503
+    assert reply.json()["status"] == "failed"
+    assert "probe.safetensors" in reply.json()["error"]
+    score_reply = post(service.url, encode_request(ScoreRequest(images=random_images(1), prompts=["p"])))
+    assert score_reply.status_code == 503 and "probe.safetensors" in error_of(score_reply)["message"]
+    assert httpx.get(service.url + "/healthz").status_code == 200 and service.alive()
