@@ -38,3 +38,11 @@ async def score_json(request: Request) -> Response:
     payload = json.loads(await request.body())
     arrays = [to_array(base64.b64decode(s)) for s in payload["images"]]
     return Response(json.dumps({"n": len(arrays), "scores": [0.0] * len(arrays)}), media_type="application/json")
+
+
+@app.post("/sink")
+async def sink(request: Request) -> Response:
+    n = 0
+    async for chunk in request.stream():
+        n += len(chunk)
+    return Response(str(n))

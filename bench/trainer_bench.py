@@ -1,0 +1,148 @@
+"""Trainer benchmark, measured side by side in one run on this machine.
+
+    .venv/bin/python bench/trainer_bench.py [--batch 16] [--steps 10] [--repeats 7]
+
+Sampling on the tiny random SD3 (DESIGN §6, 64x64), same components, same prompt embeddings, same
+steps, same CFG (w 4.5), images decoded to uint8:
+  (1) diffusers' own StableDiffusion3Pipeline (Euler ODE, no log-probs) — the floor;
+  (2) our sampler at noise 0 (the ODE through our step function, per-step log-probs recorded);
+  (3) our sampler as in training (Flow-SDE, noise 0.7, log-probs).
+The overhead ratio is (2)/(1) and (3)/(1). A check runs first: (2) started from the pipeline's initial
+noise must give the pipeline's images. Times are medians over `--repeats` runs after one warm-up.
+The share of epoch time spent waiting for rewards needs the epoch loop (loop.py): see --loop-metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import StableDiffusion3Pipeline
+
+from rewardflow_trainer.logging import read_metrics
+from rewardflow_trainer.models.family import Guidance
+from rewardflow_trainer.models.sd3 import SD3Family
+from rewardflow_trainer.prompts import BUILTIN_PROMPT_SETS
+from rewardflow_trainer.sampling import sample_trajectories
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `run` after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def sampling_overhead(batch: int, steps: int, repeats: int, guidance_scale: float) -> None:
+    family = SD3Family.tiny(seed=0)
+    prompts = [BUILTIN_PROMPT_SETS["tiny"][i % 8] for i in range(batch)]
+    guidance = Guidance(scale=guidance_scale, cfg=True)
+    embeds = family.encode(prompts)
+    negative = family.negative_embeds(batch)
+    pipe = StableDiffusion3Pipeline(**family.components())
+    pipe.set_progress_bar_config(disable=True)
+
+    def pipeline(latents: torch.Tensor | None = None, generator: torch.Generator | None = None) -> np.ndarray:
+        out = pipe(
+            prompt_embeds=embeds["prompt_embeds"],
+            pooled_prompt_embeds=embeds["pooled_prompt_embeds"],
+            negative_prompt_embeds=negative["prompt_embeds"],
+            negative_pooled_prompt_embeds=negative["pooled_prompt_embeds"],
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            height=family.resolution,
+            width=family.resolution,
+            latents=latents,
+            generator=generator,
+            output_type="np",
+        )
+        return (np.asarray(out.images) * 255).round().astype(np.uint8)
+
+    def ours(noise_level: float, generator: torch.Generator | None = None):
+        return sample_trajectories(
+            family, prompts, num_steps=steps, guidance=guidance, noise_level=noise_level,
+            sde_type="sde" if noise_level > 0 else "ode", generator=generator,
+        )  # fmt: skip
+
+    # Same start, same path: our ODE must reproduce the pipeline's images.
+    trajectory = ours(0.0, torch.Generator().manual_seed(0))
+    reference = pipeline(latents=trajectory.latents[:, 0].clone())
+    diff = np.abs(trajectory.images.astype(int) - reference.astype(int))
+    latent_gap = float(
+        (trajectory.latents[:, -1] - _pipeline_latents(pipe, trajectory.latents[:, 0], embeds, negative, steps,
+                                                        guidance_scale)).abs().max()  # fmt: skip
+    )
+    print(f"check: our ODE vs the pipeline from the same noise: max |Δ| {diff.max()} / 255 per pixel "
+          f"({(diff > 1).mean() * 100:.2f} % of values differ by > 1), final latents max |Δ| {latent_gap:.2e}")  # fmt: skip
+
+    generator = torch.Generator().manual_seed(1)
+    rows = [
+        ("diffusers StableDiffusion3Pipeline (ODE)", median_seconds(lambda: pipeline(generator=generator), repeats)),
+        ("ours, noise 0 (ODE) + log-probs", median_seconds(lambda: ours(0.0, generator), repeats)),
+        ("ours, Flow-SDE noise 0.7 + log-probs", median_seconds(lambda: ours(0.7, generator), repeats)),
+    ]
+    base = rows[0][1]
+    print(f"\n(1-3) sampling {batch} images 64x64, {steps} steps, CFG w={guidance_scale}, decode to uint8")
+    for name, seconds in rows:
+        print(f"  {name:<42} {seconds * 1000:8.1f} ms  {batch / seconds:7.1f} img/s  {seconds / base:5.2f}x")
+    print(f"  => overhead of sampling with log-probs: {rows[2][1] / base:.2f}x the pipeline (SDE), "
+          f"{rows[1][1] / base:.2f}x (ODE)\n")  # fmt: skip
+
+
+@torch.no_grad()
+def _pipeline_latents(pipe, latents, embeds, negative, steps, guidance_scale) -> torch.Tensor:
+    """The pipeline's final latents (before the VAE) from the given initial noise."""
+    out = pipe(
+        prompt_embeds=embeds["prompt_embeds"],
+        pooled_prompt_embeds=embeds["pooled_prompt_embeds"],
+        negative_prompt_embeds=negative["prompt_embeds"],
+        negative_pooled_prompt_embeds=negative["pooled_prompt_embeds"],
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        latents=latents.clone(),
+        output_type="latent",
+    )
+    return out.images.to(torch.float32)
+
+
+def reward_wait_share(path: Path) -> None:
+    """Share of epoch time spent waiting for rewards, from a run's metrics.jsonl (logged by the loop)."""
+    records = read_metrics(path)
+    waits = [r.get("time/reward_wait_s") for r in records]
+    epochs = [r.get("time/epoch_s") for r in records]
+    pairs = [(w, e) for w, e in zip(waits, epochs, strict=True) if w is not None and e]
+    if not pairs:
+        print(f"(4) reward wait: {path} has no time/reward_wait_s and time/epoch_s records")
+        return
+    wait, total = sum(w for w, _ in pairs), sum(e for _, e in pairs)
+    print(f"(4) reward wait over {len(pairs)} epochs: {wait:.2f} s of {total:.2f} s = {wait / total * 100:.1f} %")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=16, help="images per sampling call")
+    parser.add_argument("--steps", type=int, default=10, help="denoising steps")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per row (median)")
+    parser.add_argument("--guidance", type=float, default=4.5, help="CFG weight")
+    parser.add_argument("--loop-metrics", type=Path, help="a run dir or metrics.jsonl: report the reward-wait share")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"rewardflow trainer bench — {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats} runs\n")  # fmt: skip
+    sampling_overhead(args.batch, args.steps, args.repeats, args.guidance)
+    if args.loop_metrics is not None:
+        reward_wait_share(args.loop_metrics)
+
+
+if __name__ == "__main__":
+    main()
