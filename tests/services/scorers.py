@@ -54,7 +54,12 @@ class ProbeScorer:
             elif prompt == "refuse":
                 results.append(ItemFailure("bad_metadata", "this scorer refuses the prompt 'refuse'"))
                 continue
-            details = {"batch_size": len(batch), "batch_id": batch_id, "group_ids": list(batch.group_ids)}
+            details = {
+                "batch_size": len(batch),
+                "batch_id": batch_id,
+                "group_ids": list(batch.group_ids),
+                "read_only": not image.flags.writeable,
+            }
             results.append(ItemScore({"brightness": brightness, "double": 2 * brightness}, details))
         return results
 

@@ -61,3 +61,8 @@ def test_a_failed_item_is_not_counted_as_scored(probe_url: str) -> None:
 def test_group_ids_reach_the_scorer(probe_url: str) -> None:
     response = score(probe_url, ScoreRequest(images=random_images(3), prompts=["a"] * 3, group_ids=["g", "g", 7]))
     assert response.details is not None and response.details[0]["group_ids"] == ["g", "g", 7]
+
+
+def test_raw_images_reach_the_scorer_as_read_only_views(probe_url: str) -> None:
+    response = score(probe_url, ScoreRequest(images=random_images(2, 8, 8), prompts=["a", "b"]))
+    assert response.details is not None and [d["read_only"] for d in response.details] == [True, True]

@@ -125,6 +125,12 @@ class ServiceState:
         return ContractError("not_ready", f"service {self.scorer.name} is still loading its model; retry shortly")
 
 
+def request_media_type(request: Request) -> str:
+    """The body's media type, with the msgpack aliases some clients send mapped to application/msgpack."""
+    kind = media_type(request.headers.get("content-type"))
+    return MSGPACK if kind in _MSGPACK_ALIASES else kind
+
+
 def response_type(request: Request, request_type: str) -> str:
     """The request's own format unless Accept names exactly one of msgpack and JSON."""
     accept = request.headers.get("accept", "").lower()
@@ -152,7 +158,7 @@ def error_response(err: ContractError, content_type: str, retry_after_s: int) ->
     return Response(body, status_code=err.status, media_type=content_type, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes | bytearray:
+async def read_body(request: Request, limit: int) -> bytes | memoryview:
     """The request body, refusing (413) before reading past `limit` bytes."""
     too_large = ContractError("too_large", f"request body exceeds max_body_bytes of {limit} bytes", "body")
     declared = request.headers.get("content-length")
@@ -176,7 +182,8 @@ async def read_body(request: Request, limit: int) -> bytes | bytearray:
             filled += len(chunk)
         if filled != expected:
             raise ContractError("bad_body", f"body ended after {filled} of its {expected} declared bytes")
-        return buffer
+        # Read-only: the decoder's raw image arrays are views into this buffer and reach the scorer.
+        return view.toreadonly()
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.stream():
@@ -187,7 +194,7 @@ async def read_body(request: Request, limit: int) -> bytes | bytearray:
     return b"".join(chunks)
 
 
-async def decode(state: ServiceState, body: bytes | bytearray, content_type: str) -> ScoreRequest:
+async def decode(state: ServiceState, body: bytes | memoryview, content_type: str) -> ScoreRequest:
     try:
         if len(body) > _DECODE_IN_THREAD_BYTES:
             return await asyncio.to_thread(decode_request, body, content_type, state.limits)
@@ -204,9 +211,7 @@ async def decode(state: ServiceState, body: bytes | bytearray, content_type: str
 
 async def handle_score(state: ServiceState, request: Request, received: float) -> Response:
     """POST /v1/score: auth, content type, readiness, bounded body, decode, queue, respond."""
-    request_type = media_type(request.headers.get("content-type"))
-    if request_type in _MSGPACK_ALIASES:
-        request_type = MSGPACK
+    request_type = request_media_type(request)
     reply_type = response_type(request, request_type)
     retry_after = state.settings.retry_after_s
     try:
@@ -294,9 +299,8 @@ def create_app(scorer: Scorer, settings: ServiceSettings | None = None) -> FastA
         received = time.perf_counter()
         metrics.in_flight_now.inc()
         reply_type = JSON
-        status = 500
         try:
-            reply_type = response_type(request, media_type(request.headers.get("content-type")))
+            reply_type = response_type(request, request_media_type(request))
             response = await handle_score(state, request, received)
         except Exception as exc:
             log.exception("unhandled error while scoring")
@@ -304,8 +308,7 @@ def create_app(scorer: Scorer, settings: ServiceSettings | None = None) -> FastA
         finally:
             metrics.in_flight_now.dec()
             metrics.latency_now.observe(time.perf_counter() - received)
-        status = response.status_code
-        metrics.count_request(status)
+        metrics.count_request(response.status_code)
         return response
 
     def unauthorized() -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 
 import uvicorn
@@ -42,7 +43,8 @@ def run(scorer: Scorer, settings: ServiceSettings | None = None) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
+        # uvloop is a dependency on Linux/macOS; the fallback only keeps `run` usable on Windows.
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools",
         log_level=settings.log_level,
         access_log=settings.access_log,
