@@ -188,7 +188,9 @@ def test_commented_examples_are_valid_once_uncommented(compose_text: str, repo_r
     pickscore = enabled["services"]["pickscore"]
     assert pickscore["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert environment(pickscore)["HF_HUB_OFFLINE"] == "1"
-    assert enabled["services"]["trainer"]["depends_on"]["jpeg"] == {"condition": "service_healthy"}
+    trainer = enabled["services"]["trainer"]
+    assert trainer["depends_on"]["pickscore"] == {"condition": "service_healthy"}
+    assert "reward.endpoints.pickscore=http://pickscore:8000" in trainer["command"]
 
 
 def test_schema_comes_from_the_installed_check_jsonschema() -> None:
