@@ -78,7 +78,7 @@ def test_full_queue_answers_429_with_retry_after(service_process: Callable) -> N
             "REWARDFLOW_MAX_QUEUE_DELAY_MS": "0",
         },
     )
-    bodies = [encode_request(ScoreRequest(images=random_images(1, seed=i), prompts=["p"])) for i in range(6)]
+    bodies = [encode_request(ScoreRequest(images=random_images(1, seed=i), prompts=["p"])) for i in range(10)]
     replies = asyncio.run(post_all(service.url, bodies))
     codes = sorted(r.status_code for r in replies)
     assert codes.count(200) >= 2 and codes.count(429) >= 1, codes  # 2 queued (+1 if already computing)

@@ -13,7 +13,15 @@ from service_calls import encoded, random_images, score
 
 @pytest.fixture(scope="module")
 def probe_url(module_service_process: Callable) -> str:
-    return module_service_process("scorers:ProbeScorer").url
+    env = {"REWARDFLOW_MODEL": "/models/probe-v2", "REWARDFLOW_DEVICE": "cuda:7"}  # overrides; the probe ignores them
+    return module_service_process("scorers:ProbeScorer", env=env).url
+
+
+def test_model_and_device_settings_reach_the_scorer(probe_url: str) -> None:
+    info = httpx.get(probe_url + "/v1/info").json()
+    assert (info["model"], info["device"]) == ("/models/probe-v2", "cuda:7")
+    response = score(probe_url, ScoreRequest(images=random_images(1), prompts=["a"]))
+    assert (response.service, response.model) == ("probe", "/models/probe-v2")
 
 
 def brightness(image: np.ndarray) -> float:

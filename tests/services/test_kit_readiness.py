@@ -17,7 +17,7 @@ def test_not_ready_until_warm_up_has_run(service_process: Callable, tmp_path: Pa
     loaded = tmp_path / "loaded"
     service = service_process(
         "scorers:SlowStartScorer",
-        env={"TEST_LOAD_SLEEP_S": "0.5", "TEST_WARMUP_SLEEP_S": "2", "TEST_LOADED_FILE": str(loaded)},
+        env={"TEST_LOAD_SLEEP_S": "0.5", "TEST_WARMUP_SLEEP_S": "3", "TEST_LOADED_FILE": str(loaded)},
         wait="/healthz",
     )
     deadline = time.monotonic() + 30

@@ -45,6 +45,13 @@ body and queue sizes, an optional bearer API key, and per-item errors:
   the item that fails gets `score_failed`;
 - a NaN or infinite score becomes `non_finite`, never a silent 0.
 
+From a shell (JSON bodies are accepted too; binary fields are base64, here one red pixel):
+
+```bash
+curl -s localhost:8000/v1/score -H 'content-type: application/json' \
+  -d '{"version": 1, "prompts": ["a red square"], "images": [{"format": "raw", "shape": [1, 1, 3], "data": "/wAA"}]}'
+```
+
 `score()` always runs in one dedicated model thread, never on the event loop. If `load()` or the
 warm-up raises, the process stays up and `/readyz` answers 503 with the error (probes show why;
 an orchestrator's readiness gate keeps traffic away).
