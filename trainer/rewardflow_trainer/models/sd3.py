@@ -37,9 +37,13 @@ COMPONENTS = (
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """Move to `device`; cast only when needed (diffusers warns on every dtype `.to`)."""
-    if any(p.dtype != dtype for p in module.parameters()):
-        return module.to(device, dtype)
-    return module.to(device)
+    module = module.to(device, dtype) if any(p.dtype != dtype for p in module.parameters()) else module.to(device)
+    for tensor in [*module.parameters(), *module.buffers()]:
+        # Weights loaded from safetensors on CPU sit at unaligned offsets, and CPU GEMM kernels then round
+        # differently: a saved-and-reloaded model would not reproduce the one that was saved bit for bit.
+        if tensor.device.type == "cpu" and tensor.data_ptr() % 64 != 0:
+            tensor.data = tensor.data.clone()
+    return module
 
 
 def calculate_shift(seq_len: int, base_seq_len: int, max_seq_len: int, base_shift: float, max_shift: float) -> float:
