@@ -8,7 +8,9 @@ steps, same CFG (w 4.5), images decoded to uint8:
   (2) our sampler at noise 0 (the ODE through our step function, per-step log-probs recorded);
   (3) our sampler as in training (Flow-SDE, noise 0.7, log-probs).
 The overhead ratio is (2)/(1) and (3)/(1). A check runs first: (2) started from the pipeline's initial
-noise must give the pipeline's images. Times are medians over `--repeats` runs after one warm-up.
+noise must give the pipeline's images. Each row: best and median wall time and median CPU time over
+`--repeats` interleaved runs after one warm-up each (on a shared machine the best wall time is the
+least disturbed one).
 The share of epoch time spent waiting for rewards needs the epoch loop (loop.py): see --loop-metrics.
 """
 
@@ -19,12 +21,12 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import StableDiffusion3Pipeline
-
 from rewardflow_trainer.logging import read_metrics
 from rewardflow_trainer.models.family import Guidance
 from rewardflow_trainer.models.sd3 import SD3Family
@@ -32,15 +34,31 @@ from rewardflow_trainer.prompts import BUILTIN_PROMPT_SETS
 from rewardflow_trainer.sampling import sample_trajectories
 
 
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `run` after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+@dataclass
+class Timing:
+    """Wall-clock best and median, and process CPU time median, of one measured call."""
+
+    best: float
+    median: float
+    cpu: float
+
+
+def interleaved_timings(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, Timing]:
+    """Time each run; one warm-up each, then the runs alternate so load drift hits all alike.
+
+    On a shared machine the best wall time is the least disturbed one; CPU time shows work done.
+    """
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():
         run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {n: Timing(min(wall[n]), statistics.median(wall[n]), statistics.median(cpu[n])) for n in runs}
 
 
 def sampling_overhead(batch: int, steps: int, repeats: int, guidance_scale: float) -> None:
@@ -70,33 +88,49 @@ def sampling_overhead(batch: int, steps: int, repeats: int, guidance_scale: floa
 
     def ours(noise_level: float, generator: torch.Generator | None = None):
         return sample_trajectories(
-            family, prompts, num_steps=steps, guidance=guidance, noise_level=noise_level,
-            sde_type="sde" if noise_level > 0 else "ode", generator=generator,
-        )  # fmt: skip
+            family,
+            prompts,
+            num_steps=steps,
+            guidance=guidance,
+            noise_level=noise_level,
+            sde_type="sde" if noise_level > 0 else "ode",
+            generator=generator,
+        )
 
     # Same start, same path: our ODE must reproduce the pipeline's images.
     trajectory = ours(0.0, torch.Generator().manual_seed(0))
     reference = pipeline(latents=trajectory.latents[:, 0].clone())
     diff = np.abs(trajectory.images.astype(int) - reference.astype(int))
-    latent_gap = float(
-        (trajectory.latents[:, -1] - _pipeline_latents(pipe, trajectory.latents[:, 0], embeds, negative, steps,
-                                                        guidance_scale)).abs().max()  # fmt: skip
+    pipeline_final = _pipeline_latents(pipe, trajectory.latents[:, 0], embeds, negative, steps, guidance_scale)
+    latent_gap = float((trajectory.latents[:, -1] - pipeline_final).abs().max())
+    print(
+        f"check: our ODE vs the pipeline from the same noise: max |Δ| {diff.max()} / 255 per pixel "
+        f"({(diff > 1).mean() * 100:.2f} % of values differ by > 1), final latents max |Δ| {latent_gap:.2e}"
     )
-    print(f"check: our ODE vs the pipeline from the same noise: max |Δ| {diff.max()} / 255 per pixel "
-          f"({(diff > 1).mean() * 100:.2f} % of values differ by > 1), final latents max |Δ| {latent_gap:.2e}")  # fmt: skip
 
     generator = torch.Generator().manual_seed(1)
-    rows = [
-        ("diffusers StableDiffusion3Pipeline (ODE)", median_seconds(lambda: pipeline(generator=generator), repeats)),
-        ("ours, noise 0 (ODE) + log-probs", median_seconds(lambda: ours(0.0, generator), repeats)),
-        ("ours, Flow-SDE noise 0.7 + log-probs", median_seconds(lambda: ours(0.7, generator), repeats)),
-    ]
+    timings = interleaved_timings(
+        {
+            "diffusers StableDiffusion3Pipeline (ODE)": lambda: pipeline(generator=generator),
+            "ours, noise 0 (ODE) + log-probs": lambda: ours(0.0, generator),
+            "ours, Flow-SDE noise 0.7 + log-probs": lambda: ours(0.7, generator),
+        },
+        repeats,
+    )
+    rows = list(timings.items())
     base = rows[0][1]
     print(f"\n(1-3) sampling {batch} images 64x64, {steps} steps, CFG w={guidance_scale}, decode to uint8")
-    for name, seconds in rows:
-        print(f"  {name:<42} {seconds * 1000:8.1f} ms  {batch / seconds:7.1f} img/s  {seconds / base:5.2f}x")
-    print(f"  => overhead of sampling with log-probs: {rows[2][1] / base:.2f}x the pipeline (SDE), "
-          f"{rows[1][1] / base:.2f}x (ODE)\n")  # fmt: skip
+    print(f"  {'':<42} {'best ms':>8} {'median ms':>10} {'cpu ms':>8} {'img/s':>7} {'best/pipe':>9} {'cpu/pipe':>8}")
+    for name, t in rows:
+        print(
+            f"  {name:<42} {t.best * 1000:8.1f} {t.median * 1000:10.1f} {t.cpu * 1000:8.1f} {batch / t.best:7.1f} "
+            f"{t.best / base.best:8.2f}x {t.cpu / base.cpu:7.2f}x"
+        )
+    sde, ode = rows[2][1], rows[1][1]
+    print(
+        f"  => overhead of sampling with log-probs (best wall): {sde.best / base.best:.2f}x the pipeline with the "
+        f"SDE, {ode.best / base.best:.2f}x with the ODE\n"
+    )
 
 
 @torch.no_grad()
@@ -132,13 +166,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=16, help="images per sampling call")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps")
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per row (median)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per row")
     parser.add_argument("--guidance", type=float, default=4.5, help="CFG weight")
     parser.add_argument("--loop-metrics", type=Path, help="a run dir or metrics.jsonl: report the reward-wait share")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"rewardflow trainer bench — {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats} runs\n")  # fmt: skip
+    print(
+        f"rewardflow trainer bench — {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {args.repeats} interleaved runs per row\n"
+    )
     sampling_overhead(args.batch, args.steps, args.repeats, args.guidance)
     if args.loop_metrics is not None:
         reward_wait_share(args.loop_metrics)

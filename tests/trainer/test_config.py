@@ -7,7 +7,7 @@ import json
 
 import pytest
 from rewardflow_trainer.config import Config, ConfigError, LoraConfig
-from rewardflow_trainer.presets import PRESETS, apply_override, build_config, config_keys, preset
+from rewardflow_trainer.presets import PRESETS, apply_override, build_config, config_keys, describe, preset
 
 
 def test_defaults_are_the_reference_values():
@@ -171,3 +171,9 @@ def test_from_dict_rejects_unknown_and_mistyped_keys():
     data["sample"]["num_steps"] = "10"
     with pytest.raises(ConfigError, match=r"sample\.num_steps = '10': expected an integer"):
         Config.from_dict(data)
+
+
+def test_describe_lists_every_key_with_value_and_help():
+    text = describe(build_config("tiny_jpeg"))
+    assert "train.learning_rate = 0.003  # AdamW learning rate" in text
+    assert 'reward.weights = {"jpeg_compressibility": 100.0}' in text and "train.lora = null" in text

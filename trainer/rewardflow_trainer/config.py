@@ -1,5 +1,5 @@
-"""Typed run configuration: dataclasses with the reference defaults (DESIGN §2), validation,
-dotted command-line overrides and JSON round trip. Named presets live in `presets.py`."""
+"""Typed run configuration: dataclasses with the reference defaults (DESIGN §2), validation and JSON
+round trip. Named presets and dotted command-line overrides live in `presets.py`."""
 
 from __future__ import annotations
 

@@ -181,6 +181,22 @@ def config_keys(cls: type = Config, prefix: str = "") -> list[str]:
     return keys
 
 
+def describe(config: Config) -> str:
+    """Every key with its current value and help line, e.g. for `rewardflow train --show-config`."""
+    lines = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                lines.append(f"{prefix}{f.name} = {json.dumps(value)}  # {f.metadata.get('help', '')}")
+
+    walk(config, "")
+    return "\n".join(lines)
+
+
 def apply_override(config: Config, assignment: str) -> Config:
     """Apply one `dotted.key=value` in place (value parsed with the field's type); returns config.
 
