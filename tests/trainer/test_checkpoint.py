@@ -50,8 +50,13 @@ def _train_step(policy: Policy, optimizer, ema: EMA, generator: torch.Generator,
     latents = torch.randn(2, 4, 16, 16, generator=generator)
     text = torch.randn(2, 6, 32) * float(np.random.rand() + random.random())
     pooled = torch.randn(2, 32)
-    out = policy.transformer(hidden_states=latents, encoder_hidden_states=text, pooled_projections=pooled,
-                             timestep=torch.tensor([500.0, 250.0]), return_dict=False)[0]  # fmt: skip
+    out = policy.transformer(
+        hidden_states=latents,
+        encoder_hidden_states=text,
+        pooled_projections=pooled,
+        timestep=torch.tensor([500.0, 250.0]),
+        return_dict=False,
+    )[0]
     loss = (out - latents).pow(2).mean()
     optimizer.zero_grad()
     loss.backward()
@@ -70,8 +75,16 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
     for step in range(3):
         _train_step(policy, optimizer, ema, generator, step)
     tracker.rewards["a cat"] = [0.5, 0.25]
-    save_checkpoint(tmp_path, TrainingState(epoch=3, global_step=3, extra={"note": "x"}), policy, optimizer, ema,
-                    generators={"sde": generator}, stat_tracker=tracker, config=build_config())  # fmt: skip
+    save_checkpoint(
+        tmp_path,
+        TrainingState(epoch=3, global_step=3, extra={"note": "x"}),
+        policy,
+        optimizer,
+        ema,
+        generators={"sde": generator},
+        stat_tracker=tracker,
+        config=build_config(),
+    )
     for step in range(3, 6):
         _train_step(policy, optimizer, ema, generator, step)
     expected, expected_ema, expected_draw = _snapshot(policy), [s.clone() for s in ema.shadow], torch.rand(3)
@@ -132,11 +145,21 @@ def test_missing_checkpoint_and_rank_mismatch_say_what_to_do(tmp_path):
 def test_rng_capture_restores_python_numpy_torch_and_generators():
     generators = {"torch": torch.Generator().manual_seed(1), "numpy": np.random.default_rng(2)}
     state = capture_rng_state(generators)
-    first = (random.random(), np.random.rand(), torch.rand(1).item(),
-             torch.rand(1, generator=generators["torch"]).item(), generators["numpy"].random())  # fmt: skip
+    first = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=generators["torch"]).item(),
+        generators["numpy"].random(),
+    )
     restore_rng_state(state, generators)
-    again = (random.random(), np.random.rand(), torch.rand(1).item(),
-             torch.rand(1, generator=generators["torch"]).item(), generators["numpy"].random())  # fmt: skip
+    again = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=generators["torch"]).item(),
+        generators["numpy"].random(),
+    )
     assert first == again
 
 

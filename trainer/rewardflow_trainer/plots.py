@@ -57,8 +57,15 @@ def reward_curve(
         axes.plot(epochs, moving_average(mean, window), color="tab:blue", linewidth=2.2, label=f"moving avg ({window})")
     evals = [r for r in records if r.get(eval_key) is not None]
     if evals:
-        axes.plot([r["epoch"] for r in evals], [r[eval_key] for r in evals], "o-", color="tab:orange",
-                  markersize=4, linewidth=1.4, label=eval_key)  # fmt: skip
+        axes.plot(
+            [r["epoch"] for r in evals],
+            [r[eval_key] for r in evals],
+            "o-",
+            color="tab:orange",
+            markersize=4,
+            linewidth=1.4,
+            label=eval_key,
+        )
     start, end = mean[: max(1, window)].mean(), mean[-max(1, window) :].mean()
     axes.set_title(f"{title}   (start {start:.4g} → end {end:.4g})", fontsize=11)
     axes.set_xlabel("epoch")
@@ -136,8 +143,9 @@ def image_grid(
     cells = [_to_pil(image, cell) for image in images]
     image_height = max(c.height for c in cells)
     header = line + 10 if title else 0
-    grid = Image.new("RGB", (columns * (cell + pad) + pad, header + rows * (image_height + text_height + pad) + pad),
-                     _BACKGROUND)  # fmt: skip
+    grid = Image.new(
+        "RGB", (columns * (cell + pad) + pad, header + rows * (image_height + text_height + pad) + pad), _BACKGROUND
+    )
     draw = ImageDraw.Draw(grid)
     if title:
         draw.text((pad, pad), title, fill=_TEXT, font=_font(size + 2))
