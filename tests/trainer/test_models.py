@@ -56,6 +56,12 @@ def test_decode_gives_uint8_images(tiny_family: SD3Family) -> None:
     assert images.std() > 0
 
 
+def test_tiny_family_at_128_px_adds_a_vae_block() -> None:
+    family = SD3Family.tiny(seed=0, resolution=128)
+    assert family.initial_latents(1).shape == (1, 4, 16, 16)
+    assert family.decode(family.initial_latents(2)).shape == (2, 128, 128, 3)
+
+
 def test_decode_applies_the_vae_scaling_and_shift(tiny_family: SD3Family) -> None:
     latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     vae = tiny_family.vae
@@ -161,6 +167,8 @@ def test_registry_and_option_errors_name_what_is_valid() -> None:
     with pytest.raises(ValueError, match=r"model family 'flux9' is not known; expected one of \['sd3'\]"):
         load_family("flux9", None)
     with pytest.raises(ValueError, match="resolution=60 must be a multiple of 8"):
-        SD3Family.tiny(seed=0, resolution=60)
+        SD3Family(**build_tiny_sd3(0), resolution=60)
+    with pytest.raises(ValueError, match="resolution=96 does not fit the tiny model"):
+        SD3Family.tiny(seed=0, resolution=96)
     with pytest.raises(ValueError, match="num_steps=0"):
         SD3Family.tiny(seed=0).sigmas(0)

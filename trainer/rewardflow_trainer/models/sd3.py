@@ -118,6 +118,7 @@ class SD3Family:
         *,
         dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str = "cuda",
+        revision: str | None = None,
         **options: Any,
     ) -> SD3Family:
         """Load the diffusers SD3 layout (transformer/, vae/, text_encoder{,_2,_3}/, tokenizer{,_2,_3}/, scheduler/).
@@ -125,20 +126,21 @@ class SD3Family:
         A hub id or a local folder; HF_HUB_OFFLINE=1 (read by huggingface_hub) keeps it to the local cache.
         A checkpoint without text_encoder_3 (T5 dropped) gets zero T5 embeddings, as in diffusers.
         """
-        source = str(model_id_or_path)
+        source, at = str(model_id_or_path), {"revision": revision}
         has_t5 = not Path(source).is_dir() or (Path(source) / "text_encoder_3").is_dir()
+        clip = CLIPTextModelWithProjection
         return cls(
-            transformer=SD3Transformer2DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype),
-            vae=AutoencoderKL.from_pretrained(source, subfolder="vae"),
-            text_encoder=CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder", dtype=dtype),
-            text_encoder_2=CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", dtype=dtype),
-            text_encoder_3=T5EncoderModel.from_pretrained(source, subfolder="text_encoder_3", dtype=dtype)
+            transformer=SD3Transformer2DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype, **at),
+            vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **at),
+            text_encoder=clip.from_pretrained(source, subfolder="text_encoder", dtype=dtype, **at),
+            text_encoder_2=clip.from_pretrained(source, subfolder="text_encoder_2", dtype=dtype, **at),
+            text_encoder_3=T5EncoderModel.from_pretrained(source, subfolder="text_encoder_3", dtype=dtype, **at)
             if has_t5
             else None,
-            tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
-            tokenizer_2=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2"),
-            tokenizer_3=AutoTokenizer.from_pretrained(source, subfolder="tokenizer_3") if has_t5 else None,
-            scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(source, subfolder="scheduler"),
+            tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **at),
+            tokenizer_2=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **at),
+            tokenizer_3=AutoTokenizer.from_pretrained(source, subfolder="tokenizer_3", **at) if has_t5 else None,
+            scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(source, subfolder="scheduler", **at),
             dtype=dtype,
             device=device,
             **options,
@@ -146,9 +148,9 @@ class SD3Family:
 
     @classmethod
     def tiny(cls, seed: int = 0, *, device: torch.device | str = "cpu", **options: Any) -> SD3Family:
-        """The tiny random SD3 of DESIGN §6 (64x64 images, ~78k transformer parameters), built from `seed`."""
+        """The tiny random SD3 of DESIGN §6 (~78k transformer parameters), built from `seed`; 64 px by default."""
         options = {"resolution": 64, "max_sequence_length": tiny.T5_MAX_LENGTH, **options}
-        return cls(**tiny.build_tiny_sd3(seed), device=device, **options)
+        return cls(**tiny.build_tiny_sd3(seed, resolution=options["resolution"]), device=device, **options)
 
     def components(self) -> dict[str, Any]:
         """The diffusers StableDiffusion3Pipeline components (shared, not copied)."""

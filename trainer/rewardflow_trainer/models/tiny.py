@@ -36,6 +36,7 @@ WORDS: tuple[str, ...] = (
     "text says word letter sign poster"
 ).split()
 
+TINY_LATENT_SIZE = 16  # latent side; pos_embed_max_size 8 = 16 / patch 2
 CLIP_MAX_LENGTH = 16  # DESIGN §6: 77 CLIP tokens made an epoch ~1.3x slower on the tiny model
 T5_MAX_LENGTH = 16
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
@@ -141,18 +142,30 @@ def _clip_config(vocab: dict[str, int], max_length: int) -> CLIPTextConfig:
     )
 
 
-def build_tiny_sd3(seed: int = 0, max_length: int = CLIP_MAX_LENGTH) -> dict[str, Any]:
+def vae_channels(resolution: int) -> tuple[int, ...]:
+    """VAE block widths that decode the 16x16 tiny latent to `resolution` px: 64 -> (8, 16, 32), 128 -> 4 blocks."""
+    factor = resolution // TINY_LATENT_SIZE
+    if resolution % TINY_LATENT_SIZE or factor < 2 or factor & (factor - 1):
+        raise ValueError(
+            f"resolution={resolution} does not fit the tiny model; expected 16 x a power of two >= 2 (64, 128, 256)"
+        )
+    return (8, 16, 32, 32, 32, 32)[: factor.bit_length()]
+
+
+def build_tiny_sd3(seed: int = 0, resolution: int = 64, max_length: int = CLIP_MAX_LENGTH) -> dict[str, Any]:
     """All SD3 pipeline components, tiny and random; same seed -> bit-identical weights, caller's RNG untouched.
 
-    Shapes: latents (B, 4, 16, 16) -> images (B, 64, 64, 3); CLIP-L/G hidden 16 each (concat 32 = T5 d_model),
-    pooled 16 + 16 = 32; joint attention 32; text tokens = CLIP max length + T5 max length.
+    Shapes: latents (B, 4, 16, 16) -> images (B, resolution, resolution, 3) (a VAE block per doubling);
+    CLIP-L/G hidden 16 each (concat 32 = T5 d_model), pooled 16 + 16 = 32; joint attention 32;
+    text tokens = CLIP max length + T5 max length.
     """
+    channels = vae_channels(resolution)
     vocab, _ = clip_vocab_and_merges()
     tokenizer, tokenizer_2, tokenizer_3 = build_tokenizers(max_length)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer = SD3Transformer2DModel(
-            sample_size=16,
+            sample_size=TINY_LATENT_SIZE,
             patch_size=2,
             in_channels=4,
             out_channels=4,
@@ -168,13 +181,13 @@ def build_tiny_sd3(seed: int = 0, max_length: int = CLIP_MAX_LENGTH) -> dict[str
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3,
-            block_out_channels=(8, 16, 32),
+            down_block_types=("DownEncoderBlock2D",) * len(channels),
+            up_block_types=("UpDecoderBlock2D",) * len(channels),
+            block_out_channels=channels,
             layers_per_block=1,
             latent_channels=4,
             norm_num_groups=8,
-            sample_size=64,
+            sample_size=resolution,
             scaling_factor=VAE_SCALING_FACTOR,
             shift_factor=VAE_SHIFT_FACTOR,
             use_quant_conv=False,
