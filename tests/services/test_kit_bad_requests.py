@@ -230,3 +230,13 @@ def test_corrupt_image_is_a_per_item_error_not_a_request_error(url: str) -> None
     assert result["errors"][0] is None and result["scores"]["size_kb"][0] > 0
     assert [e["code"] for e in result["errors"][1:]] == ["bad_image", "bad_image"]
     assert result["scores"]["size_kb"][1:] == [None, None]
+
+
+def test_lone_surrogate_from_json_is_echoed_safely_in_msgpack(url: str) -> None:
+    # JSON allows "\ud800"; UTF-8 and msgpack do not, so echoing it naively would be a 500.
+    body = b'{"version":1,"id":"\\ud800","prompts":["a"],"images":[{"format":"raw","shape":[1,1,3],"data":"/wAA"}]}'
+    reply = post(url, body, JSON, headers={**AUTH, "accept": MSGPACK})
+    assert reply.status_code == 200
+    assert msgpack.unpackb(reply.content)["id"] == "\\ud800"
+    bad = b'{"version":1,"prompts":["a"],"images":[],"metadata":[{"\\ud800":1}]}'
+    assert post(url, bad, JSON, headers={**AUTH, "accept": MSGPACK}).status_code == 422

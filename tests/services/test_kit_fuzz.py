@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 from collections.abc import Callable, Iterator
@@ -59,13 +60,15 @@ def mutated_bodies(draw: st.DrawFn) -> tuple[str, str, bytes]:
     return "mutated", content_type, bytes(data)
 
 
+# Any code point, lone surrogates included: JSON may carry them, UTF-8 and msgpack cannot.
+any_text = st.text(st.characters(exclude_categories=()), max_size=8)
 KEYS = ["version", "id", "images", "prompts", "metadata", "group_ids", "format", "shape", "data", "dtype"]
 leaves = (
     st.none()
     | st.booleans()
     | st.integers(-(2**63), 2**64 - 1)
     | st.floats()
-    | st.text(max_size=8)
+    | any_text
     | st.binary(max_size=48)
     | st.sampled_from(["raw", "png", "jpeg", "uint8"])
 )
@@ -87,10 +90,20 @@ contract_maps = st.fixed_dictionaries(
 )
 
 
+# The valid request that near_valid_bodies() perturbs.
+VALID_VALUE = {
+    "version": 1,
+    "prompts": ["a"],
+    "images": {"format": "raw", "shape": [1, 1, 1, 3], "data": b"\x00\x01\x02"},
+}
+field_values = any_text | st.lists(any_text, max_size=2) | values
+
+
 def _pack(value: Any, content_type: str) -> bytes:
     if content_type == JSON:
-        return json.dumps(value, default=lambda b: b.hex()).encode()
-    return msgpack.packb(value, use_bin_type=True)
+        return json.dumps(value, default=lambda b: base64.b64encode(b).decode()).encode()
+    # surrogatepass: a lone surrogate becomes invalid UTF-8 inside a msgpack str, which the server must refuse.
+    return msgpack.packb(value, use_bin_type=True, unicode_errors="surrogatepass")
 
 
 @st.composite
@@ -98,6 +111,15 @@ def structured_bodies(draw: st.DrawFn) -> tuple[str, str, bytes]:
     """Well-formed msgpack/JSON with the contract's keys and random values: reaches the validator."""
     content_type = draw(st.sampled_from([MSGPACK, JSON]))
     return "structured", content_type, _pack(draw(contract_maps | values), content_type)
+
+
+@st.composite
+def near_valid_bodies(draw: st.DrawFn) -> tuple[str, str, bytes]:
+    """A valid request with one field replaced by a random value: reaches the code after validation."""
+    content_type = draw(st.sampled_from([MSGPACK, JSON]))
+    keys = st.sampled_from(["id", "prompts", "metadata", "group_ids", "version"])
+    overrides = draw(st.dictionaries(keys, field_values, min_size=1, max_size=1))
+    return "near_valid", content_type, _pack({**VALID_VALUE, **overrides}, content_type)
 
 
 random_bodies = st.tuples(st.just("random"), st.sampled_from([MSGPACK, JSON]), st.binary(max_size=600))
@@ -122,43 +144,54 @@ def fuzz_settings(examples: int) -> settings:
     )
 
 
-def check_reply(client: httpx.Client, case: tuple[str, str, bytes]) -> None:
+def check_reply(client: httpx.Client, case: tuple[str, str, bytes], accept: str) -> None:
     """Post one body: any 4xx must be a well-formed error body with the status of its code; never a 5xx."""
     family, content_type, body = case
     SENT[family] += 1
-    reply = client.post("/v1/score", content=body, headers={"content-type": content_type})
+    reply = client.post("/v1/score", content=body, headers={"content-type": content_type, "accept": accept})
     assert reply.status_code < 500, (reply.status_code, reply.content[:300], body[:200])
+    reply_type = reply.headers["content-type"].split(";")[0]
+    assert reply_type == (accept if accept in (MSGPACK, JSON) else content_type)
     if reply.status_code == 200:
-        response = decode_response(reply.content, content_type)
+        response = decode_response(reply.content, reply_type)
         assert len(response.errors) >= 1
     else:
-        error = (json.loads(reply.content) if content_type == JSON else msgpack.unpackb(reply.content))["error"]
+        error = (json.loads(reply.content) if reply_type == JSON else msgpack.unpackb(reply.content))["error"]
         assert ERROR_STATUS[error["code"]] == reply.status_code and error["message"]
 
 
-@fuzz_settings(1000)
-@given(case=random_bodies)
-def test_random_bytes_never_give_5xx(client: httpx.Client, case: tuple[str, str, bytes]) -> None:
-    check_reply(client, case)
+accepts = st.sampled_from(["*/*", MSGPACK, JSON])
 
 
 @fuzz_settings(1000)
-@given(case=structured_bodies())
+@given(case=random_bodies, accept=accepts)
+def test_random_bytes_never_give_5xx(client: httpx.Client, case: tuple[str, str, bytes], accept: str) -> None:
+    check_reply(client, case, accept)
+
+
+@fuzz_settings(700)
+@given(case=structured_bodies(), accept=accepts)
 def test_wellformed_bodies_with_random_values_never_give_5xx(
-    client: httpx.Client, case: tuple[str, str, bytes]
+    client: httpx.Client, case: tuple[str, str, bytes], accept: str
 ) -> None:
-    check_reply(client, case)
+    check_reply(client, case, accept)
 
 
-@fuzz_settings(1300)
-@given(case=mutated_bodies())
-def test_mutated_valid_bodies_never_give_5xx(client: httpx.Client, case: tuple[str, str, bytes]) -> None:
-    check_reply(client, case)
+@fuzz_settings(700)
+@given(case=near_valid_bodies(), accept=accepts)
+def test_near_valid_bodies_never_give_5xx(client: httpx.Client, case: tuple[str, str, bytes], accept: str) -> None:
+    check_reply(client, case, accept)
+
+
+@fuzz_settings(1000)
+@given(case=mutated_bodies(), accept=accepts)
+def test_mutated_valid_bodies_never_give_5xx(client: httpx.Client, case: tuple[str, str, bytes], accept: str) -> None:
+    check_reply(client, case, accept)
 
 
 def test_service_is_healthy_and_scores_after_the_fuzzing(client: httpx.Client) -> None:
     assert sum(SENT.values()) >= 3000, SENT
-    assert min(SENT.values()) >= 900, SENT  # every family really got exercised
+    assert len(SENT) == 4 and min(SENT.values()) >= 600, SENT  # every family really got exercised
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
     content_type, body = VALID[0]

@@ -143,18 +143,26 @@ def response_type(request: Request, request_type: str) -> str:
     return request_type if request_type in (MSGPACK, JSON) else JSON
 
 
+def encodable(text: str) -> str:
+    """`text` with lone surrogates (valid in JSON, not in UTF-8 or msgpack) escaped, so echoing it cannot fail."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def error_response(err: ContractError, content_type: str, retry_after_s: int) -> Response:
     headers: dict[str, str] = {}
     if err.code in ("overloaded", "not_ready"):
         headers["Retry-After"] = str(retry_after_s)
     if err.code == "unauthorized":
         headers["WWW-Authenticate"] = 'Bearer realm="rewardflow"'
-    try:
-        body = encode_error(err.to_body(), content_type)
-    except (TypeError, ValueError, UnicodeError):
-        # A message quoting un-encodable client text (e.g. a lone surrogate from JSON) must not become a 500.
-        safe = ContractError(err.code, err.message.encode("utf-8", "backslashreplace").decode("ascii", "replace"))
-        body = encode_error(safe.to_body(), content_type)
+    # The message or field may quote client text, e.g. a lone surrogate from a JSON body.
+    safe = ContractError(err.code, encodable(err.message), None if err.field is None else encodable(err.field))
+    body = encode_error(safe.to_body(), content_type)
     return Response(body, status_code=err.status, media_type=content_type, headers=headers)
 
 
@@ -238,7 +246,7 @@ async def handle_score(state: ServiceState, request: Request, received: float) -
         scores=outcome.scores,
         errors=outcome.errors,
         details=outcome.details,
-        id=score_request.id,
+        id=encodable(score_request.id),
         service=state.scorer.name,
         model=state.scorer.model_id,
         model_version=state.scorer.version,
