@@ -52,6 +52,10 @@ curl -s localhost:8000/v1/score -H 'content-type: application/json' \
   -d '{"version": 1, "prompts": ["a red square"], "images": [{"format": "raw", "shape": [1, 1, 3], "data": "/wAA"}]}'
 ```
 
+Every response carries `timing`: `queue_ms` (waiting for a batch, including up to
+`MAX_QUEUE_DELAY_MS`), `compute_ms` (image decoding and `score()` for the merged batch) and
+`total_ms` (from the request's arrival at the handler to encoding the response).
+
 `score()` always runs in one dedicated model thread, never on the event loop. If `load()` or the
 warm-up raises, the process stays up and `/readyz` answers 503 with the error (probes show why;
 an orchestrator's readiness gate keeps traffic away).

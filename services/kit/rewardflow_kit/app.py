@@ -29,7 +29,7 @@ from rewardflow_proto import (
 from rewardflow_kit.batcher import MicroBatcher, ModelThread, QueueFull
 from rewardflow_kit.metrics import ServiceMetrics
 from rewardflow_kit.scorer import Batch, Scorer
-from rewardflow_kit.scoring import Outcome, score_requests
+from rewardflow_kit.scoring import Outcome, encodable, score_requests
 from rewardflow_kit.settings import ServiceSettings
 
 log = logging.getLogger("rewardflow_kit")
@@ -141,17 +141,6 @@ def response_type(request: Request, request_type: str) -> str:
     if wants_json and not wants_msgpack:
         return JSON
     return request_type if request_type in (MSGPACK, JSON) else JSON
-
-
-def encodable(text: str) -> str:
-    """`text` with lone surrogates (valid in JSON, not in UTF-8 or msgpack) escaped, so echoing it cannot fail."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 def error_response(err: ContractError, content_type: str, retry_after_s: int) -> Response:

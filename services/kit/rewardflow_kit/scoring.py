@@ -31,6 +31,17 @@ class Outcome:
     n_scored: int
 
 
+def encodable(text: str) -> str:
+    """`text` with lone surrogates (valid in JSON, not in UTF-8 or msgpack) escaped, so echoing it cannot fail."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def decode_image(image: np.ndarray | EncodedImage, max_pixels: int) -> np.ndarray:
     """A request image as uint8 (H, W, 3); raises ItemFailure("bad_image") for a corrupt file."""
     if isinstance(image, np.ndarray):
@@ -52,7 +63,7 @@ def decode_image(image: np.ndarray | EncodedImage, max_pixels: int) -> np.ndarra
 
 
 def _item_error(failure: ItemFailure) -> ItemError:
-    return ItemError(code=str(failure.code), message=str(failure.message))
+    return ItemError(code=encodable(str(failure.code)), message=encodable(str(failure.message)))
 
 
 def _failure_from(exc: BaseException) -> ItemFailure:
@@ -96,7 +107,7 @@ def plain(value: Any, depth: int = 0) -> Any:
     if depth > 16:
         return repr(value)
     if isinstance(value, dict):
-        return {str(k): plain(v, depth + 1) for k, v in value.items()}
+        return {encodable(str(k)): plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v, depth + 1) for v in value]
     if isinstance(value, np.ndarray):
@@ -105,7 +116,11 @@ def plain(value: Any, depth: int = 0) -> Any:
         value = value.item()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str, bytes)):
+    if isinstance(value, str):
+        return encodable(value)  # details may quote a prompt, which JSON lets carry lone surrogates
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)  # msgpack integers are 64-bit
+    if value is None or isinstance(value, (bool, int, bytes)):
         return value
     return repr(value)
 
