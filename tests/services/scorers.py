@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from rewardflow_kit import Batch, ItemFailure, ItemScore
+from rewardflow_kit import Batch, InvalidRequest, ItemFailure, ItemScore
 
 
 class ProbeScorer:
@@ -37,6 +37,12 @@ class ProbeScorer:
 
     def load(self) -> None:
         """Nothing to load."""
+
+    def validate(self, prompts: list[str], metadata: list[dict]) -> None:
+        """Refuse a request whose prompt is "invalid" unless its metadata says `allow`."""
+        for i, (prompt, meta) in enumerate(zip(prompts, metadata, strict=True)):
+            if prompt == "invalid" and not meta.get("allow"):
+                raise InvalidRequest(f"metadata[{i}].allow", f"image {i} has the prompt 'invalid' and no 'allow' flag")
 
     def score(self, batch: Batch) -> list[ItemScore | ItemFailure]:
         if self.score_sleep_s:

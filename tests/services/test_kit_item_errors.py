@@ -74,3 +74,18 @@ def test_group_ids_reach_the_scorer(probe_url: str) -> None:
 def test_raw_images_reach_the_scorer_as_read_only_views(probe_url: str) -> None:
     response = score(probe_url, ScoreRequest(images=random_images(2, 8, 8), prompts=["a", "b"]))
     assert response.details is not None and [d["read_only"] for d in response.details] == [True, True]
+
+
+def test_scorer_validation_refuses_the_whole_request_with_422_naming_the_image(probe_url: str) -> None:
+    from rewardflow_proto import encode_request
+
+    images = random_images(3, 8, 8, seed=3)
+    body = encode_request(ScoreRequest(images=images, prompts=["a", "b", "invalid"]))
+    response = httpx.post(probe_url + "/v1/score", content=body, headers={"content-type": "application/msgpack"})
+    assert response.status_code == 422
+    from rewardflow_proto.codec import parse_body
+
+    error = parse_body(response.content, "application/msgpack")["error"]
+    assert error["field"] == "metadata[2].allow" and "image 2" in error["message"]
+    allowed = ScoreRequest(images=images, prompts=["a", "b", "invalid"], metadata=[None, None, {"allow": True}])
+    assert all(e is None for e in score(probe_url, allowed).errors)

@@ -45,6 +45,11 @@ body and queue sizes, an optional bearer API key, and per-item errors:
   the item that fails gets `score_failed`;
 - a NaN or infinite score becomes `non_finite`, never a silent 0.
 
+A request that only the reward can judge wrong (OCR: a prompt with no quoted target text and no
+`target_text` metadata) is refused whole before any work is queued: define
+`validate(prompts, metadata)` and raise `InvalidRequest("metadata[3].target_text", "...")`; the
+client gets 422 with that field and message.
+
 From a shell (JSON bodies are accepted too; binary fields are base64, here one red pixel):
 
 ```bash
@@ -79,12 +84,13 @@ an orchestrator's readiness gate keeps traffic away).
 """
 
 from rewardflow_kit.app import create_app
-from rewardflow_kit.scorer import Batch, ItemFailure, ItemScore, Scorer
+from rewardflow_kit.scorer import Batch, InvalidRequest, ItemFailure, ItemScore, Scorer
 from rewardflow_kit.server import load_scorer, run, serve_spec
 from rewardflow_kit.settings import ServiceSettings
 
 __all__ = [
     "Batch",
+    "InvalidRequest",
     "ItemFailure",
     "ItemScore",
     "Scorer",

@@ -28,7 +28,7 @@ from rewardflow_proto import (
 
 from rewardflow_kit.batcher import MicroBatcher, ModelThread, QueueFull
 from rewardflow_kit.metrics import ServiceMetrics
-from rewardflow_kit.scorer import Batch, Scorer
+from rewardflow_kit.scorer import Batch, InvalidRequest, Scorer, validate_request
 from rewardflow_kit.scoring import Outcome, encodable, score_requests
 from rewardflow_kit.settings import ServiceSettings
 
@@ -224,6 +224,11 @@ async def handle_score(state: ServiceState, request: Request, received: float) -
         body = await read_body(request, state.settings.max_body_bytes)
         score_request = await decode(state, body, request_type)
         del body
+        try:
+            metadata = score_request.metadata or [None] * len(score_request)
+            validate_request(state.scorer, score_request.prompts, [m or {} for m in metadata])
+        except InvalidRequest as exc:
+            raise ContractError("invalid_request", str(exc), exc.field) from None
         try:
             timed = await state.batcher.submit(score_request, len(score_request))
         except QueueFull as exc:

@@ -34,6 +34,15 @@ class ItemScore:
     details: dict[str, Any] | None = None
 
 
+class InvalidRequest(ValueError):
+    """Raised by a scorer's optional `validate()`: the whole request gets 422 naming `field`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 class ItemFailure(Exception):
     """Returned (not raised) in an item's slot: that item gets this error, the others their scores."""
 
@@ -66,3 +75,14 @@ class Scorer(Protocol):
     def score(self, batch: Batch) -> list[ItemScore | ItemFailure]:
         """Score every item; return one ItemScore or ItemFailure per item, in order."""
         ...
+
+
+def validate_request(scorer: Scorer, prompts: list[str], metadata: list[dict[str, Any]]) -> None:
+    """Run the scorer's optional `validate(prompts, metadata)` before any work is queued.
+
+    A scorer defines it when a request can be wrong in a way only the reward knows (OCR: no target
+    text; GenEval: no tag). It runs on the event loop, so it must be cheap: no model work.
+    """
+    check = getattr(scorer, "validate", None)
+    if callable(check):
+        check(prompts, metadata)
