@@ -10,7 +10,6 @@ jitter; anything else raises at once with the server's message.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import threading
 import time
@@ -21,11 +20,19 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
+from rewardflow_proto.client_policy import (
+    RETRYABLE_STATUS,
+    RetryPolicy,
+    parse_retry_after,
+    plan_chunks,
+    resolve_reward,
+    service_of,
+    weighted_total,
+)
 from rewardflow_proto.codec import MSGPACK, ContractError, decode_response, encode_request, error_from_value, media_type
 from rewardflow_proto.codec import parse_body as _parse_body
 from rewardflow_proto.messages import EncodedImage, GroupId, Image, ItemError, ScoreRequest, ScoreResponse
 
-RETRYABLE_STATUS = frozenset({408, 429, 503})
 _T = TypeVar("_T")
 
 
@@ -42,89 +49,6 @@ class RewardServiceError(RuntimeError):
         self.urls = list(urls)
         self.reason = reason
         self.status = status
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded retries with exponential backoff and full jitter (AWS architecture blog, 2015)."""
-
-    max_retries: int = 4
-    base_s: float = 0.05
-    cap_s: float = 2.0
-    max_retry_after_s: float = 30.0
-
-    def backoff_s(self, retry: int, rng: random.Random) -> float:
-        """Sleep before retry number `retry` (0-based): uniform in [0, min(cap, base * 2**retry)]."""
-        return rng.uniform(0.0, min(self.cap_s, self.base_s * 2.0**retry))
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def resolve_reward(name: str, score_keys: dict[str, Sequence[str]]) -> tuple[str, str]:
-    """Reward name → (service, score key): `<service>` is its primary key, `<service>_<key>` that key."""
-    if score_keys.get(name):
-        return name, score_keys[name][0]
-    for service in sorted(score_keys, key=len, reverse=True):
-        key = name[len(service) + 1 :]
-        if name.startswith(service + "_") and key in score_keys[service]:
-            return service, key
-    valid = [n for s, keys in score_keys.items() for n in (s, *(f"{s}_{k}" for k in keys))]
-    raise ValueError(f"unknown reward {name!r}; valid reward names are: {', '.join(valid) or '(no services)'}")
-
-
-def service_of(name: str, services: Sequence[str]) -> str:
-    """The service a reward name belongs to, before its score keys are known (longest prefix wins)."""
-    for service in sorted(services, key=len, reverse=True):
-        if name == service or name.startswith(service + "_"):
-            return service
-    raise ValueError(
-        f"reward {name!r} names no configured service; services with URLs are: {', '.join(services) or '(none)'}"
-    )
-
-
-def plan_chunks(
-    item_bytes: Sequence[int], max_items: int, max_bytes: int | None = None, groups: Sequence[Any] | None = None
-) -> list[tuple[int, int]]:
-    """Split items into consecutive [start, stop) chunks of at most max_items and (if given) max_bytes.
-
-    With `groups`, a chunk ends at the last change of group id inside it where there is one, so a
-    group-aware reward sees whole groups (groups must be contiguous and fit in one chunk for that).
-    """
-    if max_items < 1:
-        raise ValueError(f"max_items must be >= 1, got {max_items}")
-    chunks: list[tuple[int, int]] = []
-    n, start = len(item_bytes), 0
-    while start < n:
-        stop, size = start + 1, item_bytes[start]
-        while stop < n and stop - start < max_items and (max_bytes is None or size + item_bytes[stop] <= max_bytes):
-            size += item_bytes[stop]
-            stop += 1
-        if stop < n and groups is not None:
-            stop = next((j for j in range(stop, start, -1) if groups[j] != groups[j - 1]), stop)
-        chunks.append((start, stop))
-        start = stop
-    return chunks
-
-
-def weighted_total(components: dict[str, np.ndarray], weights: dict[str, float], n: int) -> np.ndarray:
-    """Σ weight·component per item; NaN where a component with a non-zero weight is NaN."""
-    total = np.zeros(n, dtype=np.float64)
-    for name, weight in weights.items():
-        if weight != 0.0:
-            total += weight * components[name]
-    return total
 
 
 @dataclass
@@ -440,3 +364,18 @@ class SyncRewardClient:
 
 async def _construct(args: tuple, kwargs: dict) -> RewardClient:
     return RewardClient(*args, **kwargs)  # built on the loop thread so its locks and pools belong there
+
+
+__all__ = [
+    "RETRYABLE_STATUS",
+    "RetryPolicy",
+    "RewardClient",
+    "RewardResult",
+    "RewardServiceError",
+    "SyncRewardClient",
+    "parse_retry_after",
+    "plan_chunks",
+    "resolve_reward",
+    "service_of",
+    "weighted_total",
+]
