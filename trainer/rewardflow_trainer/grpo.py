@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
+
+from rewardflow_trainer.sampling import Trajectory, recompute_step
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from rewardflow_trainer.ema import EMA
+    from rewardflow_trainer.lora import Policy
+    from rewardflow_trainer.models.family import Guidance, ModelFamily
 
 
 def importance_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tensor:
@@ -40,3 +52,98 @@ def clip_fraction(ratio: torch.Tensor, clip_range: float) -> torch.Tensor:
 def approx_kl(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tensor:
     """`0.5·mean((log_prob - old_log_prob)²)`, the reference's estimate of KL(old ‖ new), a scalar."""
     return 0.5 * torch.mean((log_prob - old_log_prob) ** 2)
+
+
+def trained_step_count(num_noisy_steps: int, timestep_fraction: float, windowed: bool) -> int:
+    """How many of a trajectory's noisy steps are trained: the first `int(T·fraction)`, or the whole window."""
+    if windowed:
+        return num_noisy_steps
+    return max(1, min(num_noisy_steps, int(num_noisy_steps * timestep_fraction)))
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    """The parts of the train config one GRPO update reads."""
+
+    clip_range: float
+    beta: float
+    max_grad_norm: float
+    num_trained_steps: int
+
+
+class GRPOUpdater:
+    """Runs the per-step forward/backward of GRPO on minibatches of stored trajectories.
+
+    Each trained step j of a minibatch is its own forward and backward (inside accelerate's
+    gradient accumulation, which therefore counts minibatches × trained steps); the log-prob and mean
+    are recomputed through `recompute_step`, the very function the rollout used, so that before the
+    first optimizer step the ratio is exactly 1. `model` is what accelerate prepared (DDP in
+    multi-process runs); the reference pass runs without gradients on `policy.reference()`.
+    """
+
+    def __init__(
+        self,
+        family: ModelFamily,
+        model: torch.nn.Module,
+        policy: Policy,
+        optimizer: torch.optim.Optimizer,
+        accelerator: Accelerator,
+        settings: UpdateSettings,
+        guidance: Guidance,
+        ema: EMA | None = None,
+        global_step: int = 0,
+    ) -> None:
+        self.family, self.model, self.policy = family, model, policy
+        self.optimizer, self.accelerator, self.settings = optimizer, accelerator, settings
+        self.guidance, self.ema = guidance, ema
+        self.global_step = global_step
+        self.on_policy = False
+        self._params = policy.parameters()
+
+    def begin_epoch(self) -> None:
+        """Mark that fresh rollouts were just sampled with the current weights."""
+        self.on_policy = True
+
+    def minibatch(self, batch: Trajectory, advantages: torch.Tensor) -> dict[str, list[float]]:
+        """Train on one minibatch, step by step; returns per-step figures (ratio_mean, clipfrac, ...)."""
+        info: dict[str, list[float]] = {}
+        for j in range(self.settings.num_trained_steps):
+            step = batch.train_steps[:, j]
+            with self.accelerator.accumulate(self.model):
+                with self.accelerator.autocast():
+                    out = recompute_step(self.family, batch, step, self.guidance, transformer=self.model)
+                    if self.settings.beta > 0:
+                        with torch.no_grad(), self.policy.reference() as reference:
+                            ref = recompute_step(self.family, batch, step, self.guidance, transformer=reference)
+                old_log_prob = batch.log_probs.gather(1, step[:, None])[:, 0]
+                ratio = importance_ratio(out.log_prob, old_log_prob)
+                policy_loss = clipped_policy_loss(advantages, ratio, self.settings.clip_range)
+                loss = policy_loss
+                if self.settings.beta > 0:
+                    kl = kl_to_reference(out.mean, ref.mean, out.noise_scale)
+                    loss = loss + self.settings.beta * kl
+                    _append(info, "kl", kl)
+                self.accelerator.backward(loss)
+                if self.accelerator.sync_gradients:
+                    norm = self.accelerator.clip_grad_norm_(self._params, self.settings.max_grad_norm)
+                    _append(info, "grad_norm", norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            if self.on_policy:
+                # No optimizer step since the rollout: this is the sampling policy, the ratio must be 1.
+                _append(info, "ratio_dev_on_policy", (ratio - 1).abs().max())
+            if self.accelerator.sync_gradients:
+                if self.ema is not None:
+                    self.ema.step(self.global_step)
+                self.global_step += 1
+                self.on_policy = False
+            _append(info, "policy_loss", policy_loss)
+            _append(info, "loss", loss)
+            _append(info, "ratio_mean", ratio.mean())
+            _append(info, "clipfrac", clip_fraction(ratio, self.settings.clip_range))
+            _append(info, "approx_kl", approx_kl(out.log_prob, old_log_prob))
+        return info
+
+
+def _append(info: dict[str, list[float]], key: str, value: torch.Tensor) -> None:
+    info.setdefault(key, []).append(float(value.detach().float().item()))

@@ -1,0 +1,137 @@
+"""`rewardflow train`: build the config, find (or start) the reward services, run the loop, print the summary.
+
+With no arguments it is the embedded default (preset tiny_jpeg): a tiny random SD3 learns JPEG
+compressibility on the CPU in a few minutes, against a jpeg service started as a local process.
+Multi-process: `accelerate launch --num_processes 2 --cpu -m rewardflow_trainer.cli [options]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from rewardflow_trainer.config import Config, ConfigError
+from rewardflow_trainer.loop import make_accelerator, train
+from rewardflow_trainer.presets import DEFAULT_PRESET, PRESETS, build_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rewardflow train",
+        description="Flow-GRPO fine-tuning against reward services. No arguments: the embedded tiny_jpeg demo.",
+        epilog="Overrides are dotted config keys, e.g. train.learning_rate=1e-3 reward.weights.pickscore=1.0",
+    )
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)} (default %(default)s)")
+    parser.add_argument("--epochs", type=int, help="training epochs (run.epochs)")
+    parser.add_argument("--out", help="run directory (run.out_dir)")
+    parser.add_argument("--model", help="HF id or local path of the model (model.pretrained); default: the preset's")
+    parser.add_argument("--resume", help="checkpoint dir or run dir to resume from (run.resume)")
+    parser.add_argument("--debug-dump", help="write each rank's prompts, rewards and advantages per epoch here")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied after the preset")
+    return parser
+
+
+def build_run_config(args: argparse.Namespace) -> Config:
+    """Preset + overrides + the shortcut options, validated."""
+    config = build_config(args.preset, args.overrides)
+    if args.epochs is not None:
+        config.run.epochs = args.epochs
+    if args.out is not None:
+        config.run.out_dir = args.out
+    if args.model is not None:
+        config.model.pretrained = args.model
+    if args.resume is not None:
+        config.run.resume = args.resume
+    return config.validate()
+
+
+@contextmanager
+def reward_endpoints(config: Config, accelerator: Accelerator) -> Iterator[dict[str, list[str]]]:
+    """The services' URLs: from the config, else the running local stack, else (rank 0) a stack started here.
+
+    Only the main process starts services; the others receive the URLs after a barrier (a broadcast).
+    Services started here are stopped on exit.
+    """
+    needed = config.reward.services()
+    if config.reward.endpoints:
+        missing = [s for s in needed if s not in config.reward.endpoints]
+        if missing:
+            raise ConfigError(
+                f"reward.endpoints has no URL for service(s) {missing} that reward.weights "
+                f"{sorted(config.reward.weights)} need; it has {sorted(config.reward.endpoints)}"
+            )
+        yield {s: list(config.reward.endpoints[s]) for s in needed}
+        return
+    stack, payload = None, {}
+    if accelerator.is_main_process:
+        try:
+            stack, payload["endpoints"] = _local_services(config, needed)
+        except Exception as error:  # the other ranks must hear about it, not wait forever
+            payload["error"] = f"{type(error).__name__}: {error}"
+    payload = broadcast_object_list([payload])[0]
+    if "error" in payload:
+        raise RuntimeError(f"reward services: {payload['error']}")
+    try:
+        yield payload["endpoints"]
+    finally:
+        accelerator.wait_for_everyone()
+        if stack is not None:
+            stack.stop()
+
+
+def _local_services(config: Config, needed: list[str]) -> tuple[object | None, dict[str, list[str]]]:
+    try:
+        from rewardflow.stack import read_stack_file, ready_state, start_stack
+    except ImportError:
+        raise ConfigError(
+            "reward.endpoints is not set and the rewardflow package (local stack) is not installed: "
+            "set reward.endpoints.<service>=[URL] or pip install -e ."
+        ) from None
+    running = {s: urls for s, urls in read_stack_file().items() if all(ready_state(u) == "ready" for u in urls)}
+    missing = [s for s in needed if s not in running]
+    stack = None
+    if missing:
+        if not config.reward.start_local_stack:
+            raise ConfigError(
+                f"no running service for {missing}: run `rewardflow stack up {' '.join(missing)}`, set "
+                "reward.endpoints, or set reward.start_local_stack=true"
+            )
+        stack = start_stack(missing, log_dir=Path(config.run.out_dir) / "logs")
+        running.update(stack.endpoints)
+    return stack, {s: running[s] for s in needed}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `rewardflow train` and `python -m rewardflow_trainer.cli`; returns the exit code."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        config = build_run_config(args)
+    except ConfigError as error:
+        print(f"rewardflow train: {error}", file=sys.stderr)
+        return 2
+    accelerator = make_accelerator(config)
+    if accelerator.device.type == "cpu" and accelerator.num_processes > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    try:
+        with reward_endpoints(config, accelerator) as endpoints:
+            result = train(config, endpoints, accelerator, debug_dir=args.debug_dump)
+    except ConfigError as error:
+        print(f"rewardflow train: {error}", file=sys.stderr)
+        return 2
+    if accelerator.is_main_process:
+        out = result.out_dir
+        print(f"wrote {out / 'metrics.jsonl'}, {out / 'reward_curve.png'}, {out / 'before_after.png'}, {out / 'grids'}")
+        print(f"{result.summary} in {result.wall_s:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
