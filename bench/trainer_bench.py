@@ -1,6 +1,6 @@
 """Trainer benchmark, measured side by side in one run on this machine.
 
-    .venv/bin/python bench/trainer_bench.py [--batch 16] [--steps 10] [--repeats 7]
+    .venv/bin/python bench/trainer_bench.py [--batch 16] [--steps 10] [--repeats 7] [--loop-epochs 10]
 
 Sampling on the tiny random SD3 (DESIGN §6, 64x64), same components, same prompt embeddings, same
 steps, same CFG (w 4.5), images decoded to uint8:
@@ -11,7 +11,8 @@ The overhead ratio is (2)/(1) and (3)/(1). A check runs first: (2) started from 
 noise must give the pipeline's images. Each row: best and median wall time and median CPU time over
 `--repeats` interleaved runs after one warm-up each (on a shared machine the best wall time is the
 least disturbed one).
-The share of epoch time spent waiting for rewards needs the epoch loop (loop.py): see --loop-metrics.
+  (4) the share of epoch time the loop blocks waiting for rewards, from a short embedded-default run
+      (`rewardflow train` with tiny_jpeg: the jpeg service as a local process), or from --loop-metrics.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,16 +154,45 @@ def _pipeline_latents(pipe, latents, embeds, negative, steps, guidance_scale) ->
 
 
 def reward_wait_share(path: Path) -> None:
-    """Share of epoch time spent waiting for rewards, from a run's metrics.jsonl (logged by the loop)."""
+    """Share of epoch time the loop blocked on rewards, from a run's metrics.jsonl (time/* keys of loop.py)."""
     records = read_metrics(path)
-    waits = [r.get("time/reward_wait_s") for r in records]
-    epochs = [r.get("time/epoch_s") for r in records]
-    pairs = [(w, e) for w, e in zip(waits, epochs, strict=True) if w is not None and e]
+    pairs = [
+        (r.get("time/reward_wait_s", r.get("reward_wait_s")), r.get("time/epoch_s", r.get("epoch_s"))) for r in records
+    ]
+    pairs = [(wait, epoch) for wait, epoch in pairs if wait is not None and epoch]
     if not pairs:
         print(f"(4) reward wait: {path} has no time/reward_wait_s and time/epoch_s records")
         return
     wait, total = sum(w for w, _ in pairs), sum(e for _, e in pairs)
-    print(f"(4) reward wait over {len(pairs)} epochs: {wait:.2f} s of {total:.2f} s = {wait / total * 100:.1f} %")
+    worst = max(w / e for w, e in pairs)
+    print(
+        f"(4) time blocked waiting for rewards (jpeg service over HTTP, scored while sampling continues), "
+        f"{len(pairs)} epochs of {path}:"
+    )
+    print(
+        f"  {wait:.3f} s of {total:.2f} s = {wait / total * 100:.2f} % of epoch time (worst epoch {worst * 100:.2f} %)"
+    )
+
+
+def run_tiny_loop(epochs: int) -> Path:
+    """A short embedded-default run (tiny_jpeg, local jpeg service) in a temp dir; returns its run dir."""
+    out = Path(tempfile.mkdtemp(prefix="rewardflow-bench-"))
+    command = [
+        sys.executable,
+        "-m",
+        "rewardflow_trainer.cli",
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(out),
+        "run.eval_every=0",
+        "run.save_every=0",
+        "run.grid_every=0",
+        "run.progress=false",
+    ]
+    print(f"(4) running: {' '.join(command[1:])}")
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return out
 
 
 def main() -> None:
@@ -168,7 +201,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="denoising steps")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per row")
     parser.add_argument("--guidance", type=float, default=4.5, help="CFG weight")
-    parser.add_argument("--loop-metrics", type=Path, help="a run dir or metrics.jsonl: report the reward-wait share")
+    parser.add_argument("--loop-epochs", type=int, default=10, help="epochs of a tiny_jpeg run for (4); 0 skips it")
+    parser.add_argument("--loop-metrics", type=Path, help="report (4) from this run dir instead of a new run")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(
@@ -178,6 +212,8 @@ def main() -> None:
     sampling_overhead(args.batch, args.steps, args.repeats, args.guidance)
     if args.loop_metrics is not None:
         reward_wait_share(args.loop_metrics)
+    elif args.loop_epochs > 0:
+        reward_wait_share(run_tiny_loop(args.loop_epochs))
 
 
 if __name__ == "__main__":
