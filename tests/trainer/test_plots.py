@@ -25,7 +25,7 @@ def test_reward_curve_writes_a_png_with_band_and_eval_points(tmp_path):
     records = [{"epoch": e, "reward_mean": -2 + e / 50, "reward_std": 0.1} for e in range(60)]
     records[10]["eval/reward_mean"] = -1.5
     records[20]["kl"] = None  # other keys and gaps are fine
-    path = reward_curve(records, tmp_path / "out" / "reward_curve.png")
+    path = reward_curve(records, tmp_path / "out" / "reward_curve.png", subtitle="reward start -2 → end -0.8")
     image = Image.open(path)
     assert image.format == "PNG" and image.size == (900, 504)
     pixels = np.asarray(image.convert("RGB"))

@@ -34,8 +34,12 @@ def reward_curve(
     eval_key: str = "eval/reward_mean",
     window: int | None = None,
     title: str = "Reward per epoch",
+    subtitle: str | None = None,
 ) -> Path:
-    """Write reward_curve.png: mean per epoch, a ± std band, a moving average, and eval points if logged."""
+    """Write reward_curve.png: mean per epoch, a ± std band, a moving average, and eval points if logged.
+
+    `subtitle` (e.g. the run's one-line summary) replaces the default "start x → end y" of the moving average.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -66,8 +70,10 @@ def reward_curve(
             linewidth=1.4,
             label=eval_key,
         )
-    start, end = mean[: max(1, window)].mean(), mean[-max(1, window) :].mean()
-    axes.set_title(f"{title}   (start {start:.4g} → end {end:.4g})", fontsize=11)
+    if subtitle is None:
+        start, end = mean[:window].mean(), mean[-window:].mean()
+        subtitle = f"start {start:.4g} → end {end:.4g}"
+    axes.set_title(f"{title}   ({subtitle})", fontsize=11)
     axes.set_xlabel("epoch")
     axes.set_ylabel("reward")
     axes.grid(True, alpha=0.3)
@@ -154,13 +160,14 @@ def image_grid(
         y = header + pad + (i // columns) * (image_height + text_height + pad)
         grid.paste(picture, (x, y))
         ty = y + image_height + 3
+        if rewards is not None:  # first, so rewards line up across a row whatever the caption length
+            reward = rewards[i]
+            label = "reward n/a" if reward is None or not math.isfinite(reward) else f"reward {reward:.4g}"
+            draw.text((x, ty), label, fill=_MUTED, font=small)
+            ty += line
         for text in _wrap(captions[i], font, cell, caption_lines):
             draw.text((x, ty), text, fill=_TEXT, font=font)
             ty += line
-        if rewards is not None:
-            reward = rewards[i]
-            label = "reward n/a" if reward is None or not math.isfinite(reward) else f"reward {reward:.4g}"
-            draw.text((x, y + image_height + 3 + line * caption_lines), label, fill=_MUTED, font=small)
     return grid
 
 
