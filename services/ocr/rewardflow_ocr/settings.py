@@ -1,0 +1,30 @@
+"""OCR service settings from REWARDFLOW_OCR_* environment variables (beside the kit's REWARDFLOW_*)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OcrSettings(BaseSettings):
+    """Which OCR engine reads the images and how; every field is an env var REWARDFLOW_OCR_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="REWARDFLOW_OCR_", extra="ignore")
+
+    backend: Literal["rapidocr", "paddleocr"] = Field(
+        "rapidocr",
+        description="rapidocr: PP-OCRv4 ONNX models shipped in the rapidocr-onnxruntime wheel (offline); "
+        "paddleocr: PaddleOCR itself (lang en, no angle classifier, as the paper; needs its models).",
+    )
+    min_confidence: float = Field(
+        0.5, ge=0.0, le=1.0, description="Recognized lines below this confidence are dropped (PaddleOCR's drop_score)."
+    )
+    rec_batch_size: int = Field(
+        32, ge=1, description="Text lines per recognition call; lines of all images in a batch are recognized together."
+    )
+    det_limit_side_len: int = Field(
+        960, ge=32, description="Detection input: longest side shrunk to this (PaddleOCR's det_limit_side_len, 'max')."
+    )
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per model; 0: onnxruntime's default.")
