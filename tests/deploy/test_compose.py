@@ -152,9 +152,13 @@ def test_compose_file_follows_the_project_rules(compose: dict[str, Any], repo_ro
     assert rule_violations(compose, repo_root) == []
 
 
-def test_every_reward_service_folder_is_in_compose(compose: dict[str, Any], repo_root: Path) -> None:
-    folders = {p.parent.name for p in (repo_root / "services").glob("*/Dockerfile")}
-    assert folders - set(compose["services"]) == set()
+def test_every_reward_service_is_in_compose(compose: dict[str, Any], repo_root: Path) -> None:
+    from rewardflow.stack import SERVICES  # the one registry of reward services
+
+    with_image = {p.parent.name for p in (repo_root / "services").glob("*/Dockerfile")}
+    rewards = set(compose["services"]) - NOT_REWARDS
+    assert (set(SERVICES) | with_image) - rewards == set(), "services missing from compose.yaml"
+    assert rewards - set(SERVICES) == set(), "compose services missing from rewardflow.stack.SERVICES"
 
 
 @pytest.mark.parametrize(
