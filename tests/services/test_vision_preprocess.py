@@ -125,3 +125,18 @@ def test_bad_inputs_name_the_problem() -> None:
         ImagePreprocess()(np.zeros((1, 8, 8, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="no images"):
         ImagePreprocess()([])
+
+
+def test_crop_rounding_matches_hf_floor_or_torchvision_round() -> None:
+    # 300x433 -> shortest edge 224 -> 224x323: W - w = 99, HF offset 49, torchvision round(49.5) = 50.
+    image = smooth_image(300, 433, seed=5)
+    floor = ImagePreprocess(shortest_edge=224, crop_size=(224, 224), mean=None, std=None, rescale_factor=1.0)
+    rounded = ImagePreprocess(
+        shortest_edge=224, crop_size=(224, 224), mean=None, std=None, rescale_factor=1.0, crop_rounding="round"
+    )
+    resized = ImagePreprocess(shortest_edge=224, crop_size=None, mean=None, std=None, rescale_factor=1.0)([image])
+    assert resized.shape[-2:] == (224, 323)
+    torch.testing.assert_close(floor([image]), resized[..., 49 : 49 + 224], rtol=0, atol=0)
+    torch.testing.assert_close(rounded([image]), resized[..., 50 : 50 + 224], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="crop_rounding='up'"):
+        ImagePreprocess(crop_rounding="up")

@@ -47,6 +47,8 @@ class ImagePreprocess:
     mean: tuple[float, ...] | None = OPENAI_CLIP_MEAN
     std: tuple[float, ...] | None = OPENAI_CLIP_STD
     round_after_resize: bool = True
+    crop_rounding: str = "floor"
+    """'floor': crop offset (H - h) // 2 (HF processors); 'round': round((H - h) / 2), half to even (torchvision)."""
 
     def __post_init__(self) -> None:
         if self.shortest_edge is not None and self.size is not None:
@@ -57,6 +59,8 @@ class ImagePreprocess:
             raise ValueError(
                 f"ImagePreprocess.resample={self.resample!r}; expected one of {sorted(_PIL_RESAMPLE.values())}"
             )
+        if self.crop_rounding not in ("floor", "round"):
+            raise ValueError(f"ImagePreprocess.crop_rounding={self.crop_rounding!r}; expected 'floor' or 'round'")
         if (self.mean is None) != (self.std is None):
             raise ValueError("ImagePreprocess: mean and std must both be set (normalise) or both be None")
 
@@ -172,7 +176,7 @@ class ImagePreprocess:
             )
         x = x.to(torch.float32)
         if self.crop_size is not None:
-            x = center_crop(x, self.crop_size)
+            x = center_crop(x, self.crop_size, self.crop_rounding)
         x = x * self.rescale_factor
         if self.mean is not None and self.std is not None:
             mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
@@ -190,8 +194,12 @@ class ImagePreprocess:
         return (new_long, self.shortest_edge) if width <= height else (self.shortest_edge, new_long)
 
 
-def center_crop(images: torch.Tensor, crop_size: tuple[int, int]) -> torch.Tensor:
-    """images: (N, C, H, W) -> (N, C, h, w); top/left offsets (H - h) // 2, zero padding where smaller (as HF)."""
+def center_crop(images: torch.Tensor, crop_size: tuple[int, int], rounding: str = "floor") -> torch.Tensor:
+    """images: (N, C, H, W) -> (N, C, h, w); zero padding where smaller (as HF).
+
+    Offsets: (H - h) // 2 with rounding='floor' (HF), round((H - h) / 2) with 'round' (torchvision's
+    CenterCrop; Python's half-to-even round); they differ by one pixel when H - h = 3 (mod 4).
+    """
     crop_h, crop_w = crop_size
     height, width = images.shape[-2:]
     if height < crop_h or width < crop_w:
@@ -201,8 +209,10 @@ def center_crop(images: torch.Tensor, crop_size: tuple[int, int]) -> torch.Tenso
         pad_right = max(crop_w - width - pad_left, 0)
         images = F.pad(images, (pad_left, pad_right, pad_top, pad_bottom))
         height, width = images.shape[-2:]
-    top = (height - crop_h) // 2
-    left = (width - crop_w) // 2
+    if rounding == "round":
+        top, left = round((height - crop_h) / 2), round((width - crop_w) / 2)
+    else:
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
     return images[..., top : top + crop_h, left : left + crop_w]
 
 
