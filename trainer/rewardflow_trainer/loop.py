@@ -81,7 +81,7 @@ def train(
     family = load_family(
         m.family, m.pretrained, dtype=weight_dtype, device=acc.device, seed=m.tiny_seed, resolution=m.resolution
     )
-    policy = Policy(family.transformer, lora, keep_reference=config.train.beta > 0)
+    policy = Policy(family.transformer, lora, keep_reference=config.train.beta > 0, seed=run.seed)
     for param in policy.parameters():  # trainable weights stay float32 under mixed precision
         param.data = param.data.float()
     if config.model.gradient_checkpointing:

@@ -24,26 +24,30 @@ class Policy:
 
     With `lora` set, the base weights are frozen and an adapter named "default" is added through
     diffusers' peft integration (the transformer stays a diffusers model, so sampling code is
-    unchanged); the reference is the same module with the adapter disabled. Without it every
-    parameter trains and the reference is a deep copy taken now, frozen, kept for the KL term only
-    when `keep_reference` (it doubles the memory).
+    unchanged), its A matrices drawn from `seed`; the reference is the same module with the adapter
+    disabled. Without it every parameter trains and the reference is a deep copy taken now, frozen,
+    kept for the KL term only when `keep_reference` (it doubles the memory).
     """
 
-    def __init__(self, transformer: torch.nn.Module, lora: LoraConfig | None, keep_reference: bool = True) -> None:
+    def __init__(
+        self, transformer: torch.nn.Module, lora: LoraConfig | None, keep_reference: bool = True, seed: int = 0
+    ) -> None:
         self.transformer = transformer
         self.lora = lora
         self._frozen: torch.nn.Module | None = None
         if lora is not None:
             transformer.requires_grad_(False)
-            transformer.add_adapter(
-                PeftLoraConfig(
-                    r=lora.rank,
-                    lora_alpha=lora.alpha,
-                    lora_dropout=lora.dropout,
-                    init_lora_weights="gaussian",  # B = 0: the adapter starts as the identity
-                    target_modules=list(lora.target_modules),
-                )
+            config = PeftLoraConfig(
+                r=lora.rank,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                init_lora_weights="gaussian",  # B = 0: the adapter starts as the identity
+                target_modules=list(lora.target_modules),
             )
+            # A's random init comes from `seed`, not from whatever the global RNG went through before.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                transformer.add_adapter(config)
             if not self.parameters():
                 raise ValueError(
                     f"train.lora.target_modules={list(lora.target_modules)!r} matched no module of "
