@@ -39,11 +39,9 @@ undeclared OpenAI `clip`, broken on transformers 5, a 5-token tokenizer when off
   `bert-base-uncased` (cache only when HF_HUB_OFFLINE=1).
 - Images: the released `Resize(224, BICUBIC)` on the shorter side, `CenterCrop(224)`, `ToTensor`,
   CLIP mean/std, done batched in torch on the model's device from the uint8 arrays the kit decodes
-  (`rewardflow_vision.ImagePreprocess`, bicubic with antialias = PIL's kernel, rounded to whole grey
-  levels). No PIL round trip. Measured against the PIL transform: at most one grey level apart on
-  smooth 512 px images (PIL rounds between its two passes). Known gap: torchvision rounds the crop
-  offset (`round((H - 224) / 2)`), we floor it, so a non-square image whose resized long side minus
-  224 is ≡ 3 (mod 4) is cropped one pixel off (square images are exact).
+  (`rewardflow_vision.ImagePreprocess`: PIL's bicubic kernel with uint8 rounding between the two
+  passes, torchvision's crop offset `round((H - 224) / 2)`). No PIL round trip. Measured against the
+  PIL transform: within one grey level (see tests/services/test_imagereward_scores.py).
 
 ## Settings (env vars, beside the kit's)
 

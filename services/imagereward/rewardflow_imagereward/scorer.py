@@ -34,6 +34,7 @@ def released_preprocess(image_size: int) -> ImagePreprocess:
         resample="bicubic",
         mean=OPENAI_CLIP_MEAN,
         std=OPENAI_CLIP_STD,
+        crop_rounding="round",  # torchvision's CenterCrop offset, round((H - 224) / 2)
     )
 
 
