@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from rewardflow_geneval.metadata import COLORS, Spec
 
 Box = tuple[float, float, float, float]

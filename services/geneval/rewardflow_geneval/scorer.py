@@ -1,0 +1,152 @@
+"""The GenEval reward: detect objects, classify the colours GenEval asks about, apply GenEval's rules.
+
+Scores per image (both in [0, 1]):
+- `score` (primary): the fraction of the metadata's checks that hold (count, colour, position and
+  exclude clauses). The primary key because it is the denser signal, and because Flow-GRPO's
+  training reward is a partial-credit score too: its GenEval server (yifan123/reward-server,
+  reward_server/gen_eval.py `evaluate_reward`) returns a per-clause credit that flow_grpo/rewards.py
+  sums into the reward (`rewards["avg"]`), while the strict flag is only logged.
+- `strict`: 1.0 if GenEval's verdict is "correct" (every clause holds), else 0.0: what the GenEval
+  benchmark counts. Ask for it by name: reward `geneval_strict`.
+Details per image: tag, detected objects (class, confidence, box, colour), the checks and, in words,
+why each failed one failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field
+from rewardflow_kit import Batch, InvalidRequest, ItemFailure, ItemScore
+from rewardflow_vision import ClipEmbedder, ModelSettings, parse_device, parse_dtype
+
+from rewardflow_geneval.colors import ColourClassifier, masked_crop
+from rewardflow_geneval.detector import InstanceDetector
+from rewardflow_geneval.metadata import MetadataError, Spec, parse_metadata
+from rewardflow_geneval.rules import Thresholds, colour_requests, evaluate, select_objects
+
+DEFAULT_DETECTOR = "facebook/mask2former-swin-small-coco-instance"
+DEFAULT_CLIP = "openai/clip-vit-large-patch14"
+
+
+class GenevalSettings(ModelSettings):
+    """GenEval's models and thresholds (env vars REWARDFLOW_*); the detector is REWARDFLOW_MODEL."""
+
+    clip_model: str = Field(DEFAULT_CLIP, description="CLIP id or local path for colours (GenEval: ViT-L/14, OpenAI).")
+    confidence_threshold: float = Field(0.3, ge=0, le=1, description="A detection counts above this confidence.")
+    counting_threshold: float = Field(0.9, ge=0, le=1, description="The same for images tagged 'counting'.")
+    max_objects: int = Field(16, ge=1, description="Most detections kept per class, most confident first.")
+    max_overlap: float = Field(
+        1.0, gt=0, le=1, description="Same-class boxes with IoU >= this are suppressed (1: none)."
+    )
+    position_threshold: float = Field(
+        0.1, ge=0, description="Share of both boxes' sizes a position offset must exceed."
+    )
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            confidence=self.confidence_threshold,
+            counting_confidence=self.counting_threshold,
+            max_objects=self.max_objects,
+            max_overlap=self.max_overlap,
+            position=self.position_threshold,
+        )
+
+
+class GenevalScorer:
+    """GenEval without mmdetection: Mask2Former (transformers) + CLIP colours + GenEval's rules."""
+
+    name = "geneval"
+    version = "1.0.0"
+    model_id = DEFAULT_DETECTOR
+    device = "cpu"
+    score_keys = ("score", "strict")
+    score_range: ClassVar[dict[str, tuple[float | None, float | None]]] = {"score": (0.0, 1.0), "strict": (0.0, 1.0)}
+    max_batch_size = 32
+
+    def __init__(self) -> None:
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"  # REWARDFLOW_DEVICE overrides it
+        self.thresholds = Thresholds()
+        self.detector: InstanceDetector | None = None
+        self.colours: ColourClassifier | None = None
+        self.clip_model_id = DEFAULT_CLIP
+
+    def load(self) -> None:
+        """Load the detector (REWARDFLOW_MODEL) and CLIP (REWARDFLOW_CLIP_MODEL), then build one colour classifier."""
+        settings = GenevalSettings()
+        device = parse_device(self.device)
+        dtype = parse_dtype(settings.dtype, device)
+        self.thresholds = settings.thresholds()
+        self.clip_model_id = settings.clip_model
+        self.detector = InstanceDetector.load(self.model_id, device=device, dtype=dtype, revision=settings.revision)
+        embedder = ClipEmbedder.load(settings.clip_model, device=str(device), dtype=settings.dtype)
+        self.colours = ColourClassifier(embedder)
+        # Warm CLIP's text and image towers here: the kit's warm-up batch may detect nothing to colour.
+        self.colours.classify([np.full((8, 8, 3), 128, dtype=np.uint8)], ["car"])
+
+    def warmup_batch(self) -> Batch:
+        """Two 512x512 images asking for a colour and a position: runs the detector at serving size."""
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 256, (512, 512, 3), dtype=np.uint8) for _ in range(2)]
+        metadata = [
+            {"tag": "colors", "include": [{"class": "car", "count": 1, "color": "red"}]},
+            {
+                "tag": "position",
+                "include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["left of", 0]}],
+            },
+        ]
+        return Batch(
+            images=images, prompts=["a photo of a red car", "a photo of a dog left of a cat"], metadata=metadata
+        )
+
+    def validate(self, prompts: list[str], metadata: list[dict[str, Any]]) -> None:
+        """Refuse the request (422) if any image lacks GenEval metadata or has a malformed entry."""
+        for i, entry in enumerate(metadata):
+            if not entry:
+                raise InvalidRequest(
+                    f"metadata[{i}]", f"image {i}: no GenEval metadata; expected {{tag, include[, exclude]}}"
+                )
+            try:
+                parse_metadata(entry)
+            except MetadataError as exc:
+                raise InvalidRequest(f"metadata[{i}].{exc.field}", f"image {i}: {exc.message}") from None
+
+    def score(self, batch: Batch) -> list[ItemScore | ItemFailure]:
+        if self.detector is None or self.colours is None:
+            raise RuntimeError("GenevalScorer.score called before load()")
+        results: list[ItemScore | ItemFailure | None] = [None] * len(batch)
+        specs: dict[int, Spec] = {}
+        for i in range(len(batch)):
+            entry = batch.metadata[i] if i < len(batch.metadata) else {}
+            try:
+                specs[i] = parse_metadata(entry or {})
+            except MetadataError as exc:
+                results[i] = ItemFailure("bad_metadata", f"image {i}: metadata.{exc.field}: {exc.message}")
+        order = sorted(specs)
+        found = self.detector.detect([batch.images[i] for i in order], min_score=self.thresholds.lowest)
+        objects = {i: select_objects(found[k].detections, specs[i].tag, self.thresholds) for k, i in enumerate(order)}
+        colours = self._colours(batch, order, found, objects, specs)
+        for i in order:
+            verdict = evaluate(objects[i], specs[i], colours[i], self.thresholds)
+            results[i] = ItemScore({"score": verdict.score, "strict": float(verdict.strict)}, details=verdict.details())
+        return [r for r in results if r is not None]
+
+    def _colours(
+        self, batch: Batch, order: list[int], found: list, objects: dict, specs: dict
+    ) -> dict[int, dict[str, list[str]]]:
+        """Per image, class -> colours of the objects the rules ask about, from one CLIP pass over all crops."""
+        crops, names, owners = [], [], []
+        for k, i in enumerate(order):
+            masks = found[k].masks.numpy()
+            for name, dets in colour_requests(objects[i], specs[i]).items():
+                for det in dets:
+                    crops.append(masked_crop(batch.images[i], masks[det.ref], det.box))
+                    names.append(name)
+                    owners.append((i, name))
+        labels = self.colours.classify(crops, names) if crops else []
+        colours: dict[int, dict[str, list[str]]] = {i: {} for i in order}
+        for (i, name), colour in zip(owners, labels, strict=True):
+            colours[i].setdefault(name, []).append(colour)
+        return colours
