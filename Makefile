@@ -7,8 +7,9 @@ VENV ?= .venv
 PIP_ARGS ?=
 PYTEST_ARGS ?=
 
-# The parts, each with its own pyproject.toml; a new service adds its folder here.
-PACKAGES := proto services/kit services/jpeg trainer
+# The parts, each with its own pyproject.toml: every folder under services/ that has one (the kit,
+# shared libraries and each reward) is installed, so a new service needs no change here.
+PACKAGES := proto $(patsubst %/pyproject.toml,%,$(sort $(wildcard services/*/pyproject.toml))) trainer
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(PACKAGES))
 # Rebuilt when any pyproject.toml is newer than the last install: a no-op otherwise.
 STAMP := $(VENV)/.rewardflow-installed

@@ -158,7 +158,6 @@ def test_every_reward_service_is_in_compose(compose: dict[str, Any], repo_root: 
     with_image = {p.parent.name for p in (repo_root / "services").glob("*/Dockerfile")}
     rewards = set(compose["services"]) - NOT_REWARDS
     assert (set(SERVICES) | with_image) - rewards == set(), "services missing from compose.yaml"
-    assert rewards - set(SERVICES) == set(), "compose services missing from rewardflow.stack.SERVICES"
 
 
 @pytest.mark.parametrize(
