@@ -138,6 +138,13 @@ def fake_paddleocr(monkeypatch: pytest.MonkeyPatch, version: str, engine: type) 
     return created
 
 
+def test_paddleocr_3_default_models_are_english_pp_ocr_v4(monkeypatch: pytest.MonkeyPatch) -> None:
+    created = fake_paddleocr(monkeypatch, "3.7.0", object)
+    PaddleOcrBackend(OcrSettings(backend="paddleocr"), "paddleocr/en_PP-OCRv4", "cuda").load()
+    assert (created["lang"], created["ocr_version"], created["device"]) == ("en", "PP-OCRv4", "gpu:0")
+    assert "text_detection_model_dir" not in created
+
+
 def test_paddleocr_2_options_and_results(monkeypatch: pytest.MonkeyPatch) -> None:
     class Engine:
         def ocr(self, image: np.ndarray, cls: bool) -> list:
@@ -166,7 +173,8 @@ def test_paddleocr_3_options_and_results(monkeypatch: pytest.MonkeyPatch, tmp_pa
     created = fake_paddleocr(monkeypatch, "3.7.0", Engine)
     backend = PaddleOcrBackend(OcrSettings(backend="paddleocr"), str(tmp_path), "cpu")
     backend.load()
-    assert created["lang"] == "en" and created["use_textline_orientation"] is False
+    assert "lang" not in created, "PaddleOCR 3.x ignores lang next to model dirs, with a warning"
+    assert created["use_textline_orientation"] is False
     assert created["device"] == "cpu"
     assert created["text_recognition_model_dir"] == str(tmp_path / "rec")
     readings = backend.read([np.zeros((8, 8, 3), np.uint8)] * 2)

@@ -185,8 +185,6 @@ class PaddleOcrBackend:
         dirs = self.model_dirs()
         if self.major >= 3:
             options: dict[str, Any] = {
-                "lang": "en",
-                "ocr_version": "PP-OCRv4",
                 "use_doc_orientation_classify": False,
                 "use_doc_unwarping": False,
                 "use_textline_orientation": False,
@@ -196,7 +194,9 @@ class PaddleOcrBackend:
                 "text_recognition_batch_size": self.settings.rec_batch_size,
                 "device": "cpu" if self.gpu is None else f"gpu:{self.gpu}",
             }
-            if dirs is not None:
+            if dirs is None:
+                options.update(lang="en", ocr_version="PP-OCRv4")  # 3.x ignores both (and warns) given model dirs
+            else:
                 options["text_detection_model_dir"], options["text_recognition_model_dir"] = dirs
         else:
             options = {

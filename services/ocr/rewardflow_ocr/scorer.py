@@ -31,7 +31,7 @@ class OcrScorer:
     device = "cpu"
     score_keys = ("accuracy",)
     score_range: ClassVar[dict[str, tuple[float | None, float | None]]] = {"accuracy": (0.0, 1.0)}
-    max_batch_size = 64
+    max_batch_size = 32  # detection runs per image: a bigger batch only adds latency on CPU
 
     def __init__(self, settings: OcrSettings | None = None) -> None:
         self.settings = settings if settings is not None else OcrSettings()
