@@ -8,8 +8,8 @@
   in the dtype and on the device the settings name, with errors that name the setting.
 - `load_state_dict_file`: tensors from .safetensors, or a torch file loaded with weights_only=True.
 - `ModelSettings`: REWARDFLOW_DTYPE, REWARDFLOW_REVISION, REWARDFLOW_PROCESSOR (env vars).
-- `ClipEmbedder`: CLIP image/text embeddings (unit, float32) for batches; used by pickscore,
-  clipscore and aesthetic.
+- `ClipEmbedder`, `ClipImageEmbedder` (vision tower only): CLIP embeddings (unit, float32) for
+  batches; used by pickscore, clipscore and aesthetic.
 - `rewardflow_vision.tiny`: tiny random CLIP checkpoints written to a directory, for tests and benches.
 
 A scorer typically does, in `load()`:
@@ -24,7 +24,7 @@ preprocess = ImagePreprocess.from_pretrained(resolve_source(settings.processor o
 and in `score()`: `pixels = preprocess(batch.images, device=device, dtype=dtype)`.
 """
 
-from rewardflow_vision.clip import CLIP_MAX_TOKENS, ClipEmbedder
+from rewardflow_vision.clip import CLIP_MAX_TOKENS, ClipEmbedder, ClipImageEmbedder
 from rewardflow_vision.loading import (
     ModelSource,
     hub_offline,
@@ -42,6 +42,7 @@ __all__ = [
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
     "ClipEmbedder",
+    "ClipImageEmbedder",
     "ImagePreprocess",
     "ModelSettings",
     "ModelSource",

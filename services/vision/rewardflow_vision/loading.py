@@ -130,6 +130,12 @@ def load_state_dict_file(path: str | Path, field: str = "weights") -> dict[str, 
         raise ValueError(
             f"{field}={str(path)!r} is not a plain tensor state dict (loaded with weights_only=True): {exc}"
         ) from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{field}={str(path)!r} holds {type(state).__name__}; expected a dict of name -> tensor")
+    if not isinstance(state, dict):
+        raise ValueError(f"{field}={str(path)!r} holds a {type(state).__name__}; expected a dict of name -> tensor")
+    others = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if others:
+        raise ValueError(
+            f"{field}={str(path)!r}: entries {others[:5]} are not tensors (a training checkpoint?); "
+            "expected a plain state dict of name -> tensor"
+        )
     return state
