@@ -22,7 +22,7 @@ from rewardflow_imagereward.checkpoint import (
     VISION_CONFIG_FILE,
     to_released_key,
 )
-from rewardflow_imagereward.model import ImageRewardModel, VisionSpec, text_config_from_med
+from rewardflow_imagereward.model import VIT_LARGE, ImageRewardModel, VisionSpec, text_config_from_med
 
 TINY_VISION = VisionSpec(hidden_size=32, num_layers=2, num_heads=2, mlp_size=64, image_size=224, patch_size=16)
 """Same geometry as the release (224 px, patch 16, 197 tokens), far narrower and shallower."""
@@ -66,6 +66,12 @@ def tiny_med_config(vocab_size: int) -> dict[str, Any]:
     }
 
 
+def released_med_config() -> dict[str, Any]:
+    """BLIP's med_config.json as THUDM/ImageReward ships it: BERT-base, vocabulary 30524 (+[DEC], [ENC])."""
+    sizes = {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12}
+    return {**tiny_med_config(30524), **sizes, "max_position_embeddings": 512}
+
+
 def randomize(model: torch.nn.Module, generator: torch.Generator) -> None:
     """Weights of order one everywhere (default inits leave the tiny ViT near zero and every score equal)."""
     with torch.no_grad():
@@ -99,16 +105,23 @@ def released_state_dict(model: ImageRewardModel, generator: torch.Generator) -> 
     return released
 
 
-def write_tiny_checkpoint(folder: Path, seed: int = 0, vision: VisionSpec = TINY_VISION) -> Path:
-    """Write a tiny random ImageReward model (released layout + tokenizer) into `folder`; returns `folder`."""
+def write_tiny_checkpoint(
+    folder: Path, seed: int = 0, vision: VisionSpec = TINY_VISION, med_config: dict[str, Any] | None = None
+) -> Path:
+    """Write a random ImageReward model (released layout + tiny tokenizer) into `folder`; returns `folder`.
+
+    Tiny by default; `vision=VIT_LARGE, med_config=released_med_config()` gives the released architecture
+    with random weights (about 1.8 GB; no vision_config.json then, as in the release).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     vocab = tiny_vocab()
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
     # BLIP's vocabulary is BERT's plus [DEC] and [ENC], which the loader adds to the tokenizer.
-    med_config = tiny_med_config(vocab_size=len(vocab) + 2)
+    med_config = med_config or tiny_med_config(vocab_size=len(vocab) + 2)
     (folder / MED_CONFIG_FILE).write_text(json.dumps(med_config, indent=2))
-    (folder / VISION_CONFIG_FILE).write_text(json.dumps(asdict(vision), indent=2))
+    if vision != VIT_LARGE:
+        (folder / VISION_CONFIG_FILE).write_text(json.dumps(asdict(vision), indent=2))
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = ImageRewardModel(vision, text_config_from_med(med_config, encoder_hidden_size=vision.hidden_size))
