@@ -163,6 +163,24 @@ def test_paddleocr_2_options_and_results(monkeypatch: pytest.MonkeyPatch) -> Non
     assert [r.lines for r in readings] == [["BIG", "SALE"], []]
 
 
+def test_paddleocr_2_model_folder_gives_cls_and_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("det", "rec", "cls"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "keys.txt").write_text("a\nb\n")
+    created = fake_paddleocr(monkeypatch, "2.10.0", object)
+    PaddleOcrBackend(OcrSettings(backend="paddleocr"), str(tmp_path), "cpu").load()
+    assert created["det_model_dir"] == str(tmp_path / "det")
+    assert created["cls_model_dir"] == str(tmp_path / "cls")
+    assert created["rec_char_dict_path"] == str(tmp_path / "keys.txt")
+    assert created["use_gpu"] is False
+
+
+def test_paddleocr_model_folder_without_rec_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "det").mkdir()
+    with pytest.raises(FileNotFoundError, match="det/ and rec/"):
+        PaddleOcrBackend(OcrSettings(backend="paddleocr"), str(tmp_path), "cpu").load()
+
+
 def test_paddleocr_3_options_and_results(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     class Engine:
         def predict(self, images: list[np.ndarray]) -> list[dict]:

@@ -150,7 +150,8 @@ class PaddleOcrBackend:
     """PaddleOCR itself (lang en, no angle classifier), as the paper; PaddleOCR 2.x and 3.x APIs.
 
     model_id: PADDLE_DEFAULT (PaddleOCR's own English PP-OCRv4 models, from ~/.paddleocr or its
-    download), or a directory with det/ and rec/ inference-model folders.
+    download), or a directory with det/ and rec/ inference-model folders, optionally cls/ (2.x
+    fetches it even unused) and keys.txt (the rec model's character list, 2.x).
     """
 
     def __init__(self, settings: OcrSettings, model_id: str, device: str) -> None:
@@ -160,19 +161,25 @@ class PaddleOcrBackend:
         self.engine: Any = None
         self.major = 0
 
-    def model_dirs(self) -> tuple[str, str] | None:
-        """(det_dir, rec_dir) for a local model directory, None for PaddleOCR's default models."""
+    def model_dirs(self) -> dict[str, str] | None:
+        """det/rec (and, if present, cls/ and keys.txt) of a local model folder; None for PaddleOCR's defaults."""
         if self.model_id in ("", PADDLE_DEFAULT):
             return None
         folder = Path(self.model_id)
         if not (folder / "det").is_dir() or not (folder / "rec").is_dir():
             raise FileNotFoundError(
                 f"REWARDFLOW_MODEL={self.model_id!r} for the paddleocr backend must be {PADDLE_DEFAULT!r} or a "
-                "directory with det/ and rec/ PaddleOCR inference-model folders"
+                "directory with det/ and rec/ PaddleOCR inference-model folders (optionally cls/ and keys.txt)"
             )
-        return str(folder / "det"), str(folder / "rec")
+        found = {"det": str(folder / "det"), "rec": str(folder / "rec")}
+        if (folder / "cls").is_dir():
+            found["cls"] = str(folder / "cls")
+        if (folder / "keys.txt").is_file():
+            found["keys"] = str(folder / "keys.txt")
+        return found
 
     def load(self) -> None:
+        dirs = self.model_dirs()
         try:
             import paddleocr
         except ImportError as exc:
@@ -182,7 +189,6 @@ class PaddleOcrBackend:
                 f"runs the same PP-OCR models in onnxruntime ({exc})"
             ) from exc
         self.major = int(package_metadata.version("paddleocr").split(".")[0])
-        dirs = self.model_dirs()
         if self.major >= 3:
             options: dict[str, Any] = {
                 "use_doc_orientation_classify": False,
@@ -197,7 +203,8 @@ class PaddleOcrBackend:
             if dirs is None:
                 options.update(lang="en", ocr_version="PP-OCRv4")  # 3.x ignores both (and warns) given model dirs
             else:
-                options["text_detection_model_dir"], options["text_recognition_model_dir"] = dirs
+                options["text_detection_model_dir"] = dirs["det"]
+                options["text_recognition_model_dir"] = dirs["rec"]
         else:
             options = {
                 "lang": "en",
@@ -211,7 +218,11 @@ class PaddleOcrBackend:
                 "gpu_id": self.gpu or 0,
             }
             if dirs is not None:
-                options["det_model_dir"], options["rec_model_dir"] = dirs
+                options["det_model_dir"], options["rec_model_dir"] = dirs["det"], dirs["rec"]
+                if "cls" in dirs:  # 2.x fetches the angle classifier even when it is off
+                    options["cls_model_dir"] = dirs["cls"]
+                if "keys" in dirs:  # a rec model trained on another character set than lang's
+                    options["rec_char_dict_path"] = dirs["keys"]
         self.engine = paddleocr.PaddleOCR(**options)
 
     def read(self, images: list[np.ndarray]) -> list[Reading]:
