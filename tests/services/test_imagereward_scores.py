@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -308,3 +309,22 @@ def test_hub_id_loads_offline_from_the_cache(service_process: Callable, tiny_dir
     response = score(service.url, ScoreRequest(images=images, prompts=PROMPTS[:2]))
     expected = reference_scores(tiny_dir, pixels_224(images), PROMPTS[:2])
     np.testing.assert_allclose(response.scores["score"], expected, rtol=0, atol=MODEL_TOLERANCE)
+
+
+def test_a_model_folder_without_weights_stays_unready_with_the_reason(
+    service_process: Callable, tmp_path: Path
+) -> None:
+    import httpx
+
+    folder = write_tiny_checkpoint(tmp_path / "model")
+    (folder / "ImageReward.pt").unlink()
+    env = {"REWARDFLOW_MODEL": str(folder), "REWARDFLOW_DEVICE": "cpu"}
+    service = service_process("rewardflow_imagereward", env=env, wait="/healthz", timeout_s=120)
+    deadline = time.monotonic() + 120
+    while httpx.get(service.url + "/readyz", timeout=5).json()["status"] == "loading":
+        assert time.monotonic() < deadline, "load() neither finished nor failed"
+        time.sleep(0.2)
+    reply = httpx.get(service.url + "/readyz", timeout=5)
+    assert reply.status_code == 503 and reply.json()["status"] == "failed"
+    assert f"REWARDFLOW_MODEL='{folder}' has no ImageReward.pt" in reply.json()["error"]
+    assert service.alive()
