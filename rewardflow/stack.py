@@ -22,7 +22,14 @@ from typing import Any
 import httpx
 
 # Service name -> "module:Class" of its scorer. The name is the folder under services/ and the reward name.
-SERVICES: dict[str, str] = {"jpeg": "rewardflow_jpeg.scorer:JpegScorer"}
+SERVICES: dict[str, str] = {
+    "jpeg": "rewardflow_jpeg.scorer:JpegScorer",
+    "ocr": "rewardflow_ocr.scorer:OcrScorer",
+    "pickscore": "rewardflow_pickscore.scorer:PickScoreScorer",
+    "clipscore": "rewardflow_clipscore.scorer:ClipScoreScorer",
+    "aesthetic": "rewardflow_aesthetic.scorer:AestheticScorer",
+    "imagereward": "rewardflow_imagereward.scorer:ImageRewardScorer",
+}
 
 
 class StackError(RuntimeError):
