@@ -103,3 +103,23 @@ def test_the_two_process_run_logs_and_checkpoints_once(two_process_run: Path) ->
         assert record["ratio_dev_on_policy"] == 0.0
         assert record["trained_samples"] == 8  # this rank's share of the 16 samples
     assert (two_process_run / "run" / "checkpoints" / f"epoch-{EPOCHS:06d}" / "trainable.safetensors").is_file()
+
+
+def test_two_processes_share_the_one_local_stack_that_rank_0_starts(tmp_path: Path) -> None:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    argv = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "rewardflow_trainer.cli", "--epochs", "1", "--out", str(tmp_path / "run"),
+        "sample.batch_size=8", "train.batch_size=8", "run.progress=false", "run.eval_every=0",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "REWARDFLOW_STACK_FILE": str(tmp_path / "stack.json")}  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, f"accelerate launch failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    assert done.stdout.count("reward start") == 1  # the summary is printed by the main process only
+    logs = list((tmp_path / "run" / "logs").glob("jpeg-*.log"))
+    assert len(logs) == 1, f"expected one jpeg service (started by rank 0), found logs {logs}"
+    port = int(logs[0].stem.split("-")[1])
+    with socket.socket() as sock:  # the service was stopped at the end of the run: its port is free again
+        sock.bind(("127.0.0.1", port))

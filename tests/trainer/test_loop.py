@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from rewardflow_trainer.cli import main
 from rewardflow_trainer.config import Config
 from rewardflow_trainer.logging import read_metrics
@@ -14,6 +18,15 @@ from rewardflow_trainer.loop import train
 from rewardflow_trainer.presets import build_config
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """As the CLI does for the tiny model (see rewardflow_trainer.cli.cpu_threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +89,6 @@ def test_two_epochs_write_the_run_outputs_and_stay_on_policy(tmp_path: Path, jpe
 
 
 def test_lora_run_has_zero_kl_before_its_first_update_and_exports_diffusers_lora(tmp_path: Path, jpeg_url: str) -> None:
-    import torch
     from diffusers import StableDiffusion3Pipeline
     from rewardflow_trainer.models import Guidance, SD3Family
 
@@ -134,3 +146,19 @@ def test_cli_rejects_a_bad_override_naming_the_field(tmp_path: Path, capsys: pyt
 def test_endpoints_missing_a_needed_service_fail_with_its_name(tmp_path: Path, jpeg_url: str) -> None:
     code = main(["--epochs", "1", "--out", str(tmp_path), f'reward.endpoints.pickscore=["{jpeg_url}"]'])
     assert code == 2
+
+
+def test_bf16_lora_with_gradient_checkpointing_stays_on_policy(tmp_path: Path, jpeg_url: str) -> None:
+    # A fresh process: accelerate's mixed-precision state is per process and the other tests use "no".
+    argv = [sys.executable, "-m", "rewardflow_trainer.cli", "--epochs", "2", "--out", str(tmp_path),
+            f'reward.endpoints.jpeg=["{jpeg_url}"]', "run.progress=false", "run.eval_every=0",
+            "model.mixed_precision=bf16", "model.gradient_checkpointing=true", "train.beta=0.01",
+            "train.lora.rank=4", "train.lora.alpha=8", "train.lora.target_modules=to_q,to_k,to_v,to_out.0,proj_out",
+            ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    epochs = [r for r in read_metrics(tmp_path) if "reward_mean" in r]
+    # The rollout and the recompute run the same bf16 autocast ops: still bit-identical on the CPU.
+    assert [r["ratio_dev_on_policy"] for r in epochs] == [0.0, 0.0]
+    assert epochs[0]["kl"] == 0.0 < epochs[1]["kl"]
+    assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in epochs)

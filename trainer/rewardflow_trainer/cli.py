@@ -109,6 +109,18 @@ def _local_services(config: Config, needed: list[str]) -> tuple[object | None, d
     return stack, {s: running[s] for s in needed}
 
 
+def cpu_threads(config: Config, num_processes: int) -> int:
+    """Intra-op threads per process on a CPU: the cores shared out, and 1 for the tiny model.
+
+    The tiny model's matrices (<= 64 wide) gain nothing from threads, and OpenMP threads that spin
+    while the cores are shared (with the jpeg service, or with other jobs) slowed a 16-image rollout
+    from 1.3 s to 15-22 s on the 2-core machine under load.
+    """
+    if config.model.pretrained is None:
+        return 1
+    return max(1, (os.cpu_count() or 1) // num_processes)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `rewardflow train` and `python -m rewardflow_trainer.cli`; returns the exit code."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -118,8 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rewardflow train: {error}", file=sys.stderr)
         return 2
     accelerator = make_accelerator(config)
-    if accelerator.device.type == "cpu" and accelerator.num_processes > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(cpu_threads(config, accelerator.num_processes))
     try:
         with reward_endpoints(config, accelerator) as endpoints:
             result = train(config, endpoints, accelerator, debug_dir=args.debug_dump)

@@ -85,8 +85,3 @@ class RewardScorer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def reward_components(result: RewardResult) -> dict[str, np.ndarray]:
-    """Every weighted reward of a result plus the total under the name `reward`, each (N,) float64."""
-    return {"reward": result.total, **{name: values for name, values in result.components.items()}}
