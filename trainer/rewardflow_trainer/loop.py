@@ -143,6 +143,7 @@ def train(
                 before_path, images=np.stack(before["images"]), prompts=before["prompts"], rewards=before["rewards"]
             )
 
+    after: dict[str, Any] | None = None
     epochs = tqdm(range(start_epoch, run.epochs), desc="epochs", disable=not (run.progress and acc.is_main_process))
     for epoch in epochs:
         epoch_start = time.perf_counter()
@@ -214,8 +215,9 @@ def train(
         )
         metrics.update({"time/epoch_s": epoch_s, "time/sample_s": sample_s, "time/reward_wait_s": wait_s})
         done = epoch + 1
-        if run.eval_every > 0 and done % run.eval_every == 0 and done != run.epochs:
-            metrics["eval/reward_mean"] = float(np.mean(evaluate()["rewards"]))
+        if (run.eval_every > 0 and done % run.eval_every == 0) or done == run.epochs:
+            after = evaluate()  # the last one is the "after" of the before/after grid
+            metrics["eval/reward_mean"] = float(np.mean(after["rewards"]))
         if done % run.log_every == 0 or done == run.epochs:
             logger.log(done, metrics)
         epochs.set_postfix(reward=f"{metrics['reward_mean']:.4g}", wait=f"{metrics['reward_wait_share']:.0%}")
@@ -231,12 +233,9 @@ def train(
                 acc, out, TrainingState(done, updater.global_step), policy, optimizer, ema, generators, tracker, config
             )
 
-    after = evaluate() if run.epochs > start_epoch else None
     scorer.close()
-    records = read_metrics(out) if acc.is_main_process else []
-    if after is not None:
-        logger.log(run.epochs, {"eval/reward_mean": float(np.mean(after["rewards"]))})
     logger.close()
+    records = read_metrics(out) if acc.is_main_process else []
     result = _finish(out, records, after, before_path, time.perf_counter() - started, acc.is_main_process)
     acc.wait_for_everyone()
     return result
@@ -271,7 +270,7 @@ def _finish(
     result = RunResult(out, start, end, wall_s)
     if not is_main or not rewards:
         return result
-    plots.reward_curve(records, out / "reward_curve.png")
+    plots.reward_curve(records, out / "reward_curve.png", window=window, subtitle=result.summary)
     if after is not None and before_path.exists():
         before = np.load(before_path)
         grid = plots.before_after_grid(
