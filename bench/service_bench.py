@@ -176,12 +176,16 @@ def socket_floor_s(nbytes: int, repeats: int) -> float:
 
 
 def bench_transport(images: np.ndarray, prompts: list[str], repeats: int) -> tuple[float, float]:
-    from rewardflow_proto import ScoreRequest, decode_response, encode_request
+    from rewardflow_proto import ScoreRequest, decode_response
+    from rewardflow_proto.codec import encode_request_parts
 
     print(f"(b) transport alone: {N_IMAGES} RGB {SIZE}x{SIZE} images to a server that decodes them to arrays")
     floor = socket_floor_s(images.nbytes, repeats)
     with (
-        kit_service("scorers:FixedCostScorer", BENCH_BATCH_MS="0", BENCH_ITEM_MS="0") as ours,
+        # Transport alone: a model that costs nothing and no micro-batching wait.
+        kit_service(
+            "scorers:FixedCostScorer", BENCH_BATCH_MS="0", BENCH_ITEM_MS="0", REWARDFLOW_MAX_QUEUE_DELAY_MS="0"
+        ) as ours,
         Server(
             [*UVICORN, "--app-dir", str(BENCH_DIR), "transport_server:app", "--port", "{port}"],
             ready_path="/healthz",
@@ -190,8 +194,9 @@ def bench_transport(images: np.ndarray, prompts: list[str], repeats: int) -> tup
         http = httpx.Client(timeout=60)
 
         def msgpack_raw() -> None:
-            body = encode_request(ScoreRequest(images=images, prompts=prompts))
-            r = http.post(ours.url + "/v1/score", content=body, headers={"content-type": "application/msgpack"})
+            parts = encode_request_parts(ScoreRequest(images=images, prompts=prompts))  # what the client sends
+            headers = {"content-type": "application/msgpack", "content-length": str(sum(len(p) for p in parts))}
+            r = http.post(ours.url + "/v1/score", content=iter(parts), headers=headers)
             assert len(decode_response(r.content)) == len(prompts)
 
         def jpeg_pickle() -> None:

@@ -13,7 +13,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,7 +29,14 @@ from rewardflow_proto.client_policy import (
     service_of,
     weighted_total,
 )
-from rewardflow_proto.codec import MSGPACK, ContractError, decode_response, encode_request, error_from_value, media_type
+from rewardflow_proto.codec import (
+    MSGPACK,
+    ContractError,
+    decode_response,
+    encode_request_parts,
+    error_from_value,
+    media_type,
+)
 from rewardflow_proto.codec import parse_body as _parse_body
 from rewardflow_proto.messages import EncodedImage, GroupId, Image, ItemError, ScoreRequest, ScoreResponse
 
@@ -158,8 +165,15 @@ class RewardClient:
         rewards = [name for name, s in self._service_of.items() if s == service]
         return RewardServiceError(service, rewards, urls, reason, status)
 
-    async def _call(self, service: _Service, method: str, path: str, body: bytes | None = None) -> httpx.Response:
-        """One request with the retry policy; returns a 2xx response or raises RewardServiceError."""
+    async def _call(
+        self, service: _Service, method: str, path: str, body: list[bytes | memoryview] | None = None
+    ) -> httpx.Response:
+        """One request with the retry policy; returns a 2xx response or raises RewardServiceError.
+
+        `body` is a list of parts (see codec.encode_request_parts), written one after another under an
+        explicit Content-Length so that image buffers go to the socket without being joined first.
+        """
+        headers = None if body is None else {"Content-Length": str(sum(len(p) for p in body))}
         tried: set[str] = set()
         last = "no attempt made"
         for attempt in range(self.retry.max_retries + 1):
@@ -172,7 +186,8 @@ class RewardClient:
                 await asyncio.sleep(wait)
             tried.add(replica.url)
             try:
-                response = await replica.http.request(method, path, content=body)
+                content = None if body is None else _stream(body)
+                response = await replica.http.request(method, path, content=content, headers=headers)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 replica.down_until = time.monotonic() + self.down_s
                 last = f"{replica.url}: {type(exc).__name__}: {exc or 'no detail'}"
@@ -228,7 +243,7 @@ class RewardClient:
         async def send(start: int, stop: int) -> ScoreResponse:
             body = bodies.get((start, stop))
             if body is None:  # services with the same limits share one encoding of each chunk
-                body = bodies[(start, stop)] = encode_request(_slice(request, start, stop))
+                body = bodies[(start, stop)] = encode_request_parts(_slice(request, start, stop))
             response = await self._call(svc, "POST", "/v1/score", body)
             try:
                 decoded = decode_response(response.content, media_type(response.headers.get("content-type")))
@@ -275,6 +290,11 @@ class RewardClient:
                     errors[i] = {**(errors[i] or {}), service: err}
         components = {name: scores[s].get(k, np.full(n, np.nan)) for name, (s, k) in rewards.items()}
         return RewardResult(weighted_total(components, self.weights, n), components, scores, errors, details)
+
+
+async def _stream(parts: list[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    for part in parts:
+        yield part
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -108,6 +108,54 @@ def encode_request(request: ScoreRequest, content_type: str = MSGPACK) -> bytes:
     return dump(request_to_value(request), content_type)
 
 
+# A buffer at least this large is sent as its own part instead of being copied into the body.
+_PART_MIN_BYTES = 1 << 16
+
+
+def _bin_header(n: int) -> bytes:
+    if n < 1 << 8:
+        return bytes((0xC4, n))
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+def _pack_parts(value: Any, packer: msgpack.Packer, small: bytearray, parts: list[bytes | memoryview]) -> None:
+    if isinstance(value, dict):
+        small += packer.pack_map_header(len(value))
+        for key, item in value.items():
+            small += packer.pack(key)
+            _pack_parts(item, packer, small, parts)
+    elif isinstance(value, list):
+        small += packer.pack_array_header(len(value))
+        for item in value:
+            _pack_parts(item, packer, small, parts)
+    elif isinstance(value, (bytes, bytearray, memoryview)) and len(memoryview(value).cast("B")) >= _PART_MIN_BYTES:
+        view = memoryview(value).cast("B")
+        small += _bin_header(len(view))
+        parts.append(bytes(small))
+        small.clear()
+        parts.append(view)
+    else:
+        small += packer.pack(value)
+
+
+def encode_request_parts(request: ScoreRequest) -> list[bytes | memoryview]:
+    """The msgpack body as parts whose concatenation equals `encode_request(request)`.
+
+    Image buffers of 64 KiB and more are memoryviews of the caller's arrays, not copies: a transport
+    that writes the parts one after another (with Content-Length = their total) sends a 12.6 MB batch
+    without building a 12.6 MB body first. The arrays must not change until the send completes.
+    """
+    packer = msgpack.Packer(use_bin_type=True, use_single_float=False)
+    small = bytearray()
+    parts: list[bytes | memoryview] = []
+    _pack_parts(request_to_value(request), packer, small, parts)
+    if small:
+        parts.append(bytes(small))
+    return parts
+
+
 def encode_response(response: ScoreResponse, content_type: str = MSGPACK) -> bytes:
     """ScoreResponse to body bytes; a non-finite score raises ValueError (send an item error)."""
     return dump(response_to_value(response), content_type)

@@ -325,3 +325,20 @@ def test_media_type_and_parse_body() -> None:
     assert parse_body(b'{"a": [1]}', JSON) == {"a": [1]}
     value = copy.deepcopy(_valid_value())
     assert parse_body(_pack(value), MSGPACK)["metadata"] == value["metadata"]
+
+
+def test_request_parts_join_to_the_encoded_body_and_view_the_images() -> None:
+    from rewardflow_proto.codec import encode_request_parts
+
+    rng = np.random.default_rng(7)
+    batch = rng.integers(0, 256, size=(4, 128, 96, 3), dtype=np.uint8)
+    mixed = [rng.integers(0, 256, size=(200, 150, 3), dtype=np.uint8), EncodedImage("png", bytes(70_000)), batch[0]]
+    for request in (
+        ScoreRequest(images=batch, prompts=list("abcd"), metadata=[{"k": 1.5}, None, {}, {"t": [1, "x"]}], id="p"),
+        ScoreRequest(images=mixed, prompts=["x", "y", "z"], group_ids=[1, 1, "g"]),
+        ScoreRequest(images=batch[:, :4, :4], prompts=list("abcd")),  # small: no separate parts
+    ):
+        parts = encode_request_parts(request)
+        assert b"".join(parts) == encode_request(request)
+    big = [p for p in encode_request_parts(ScoreRequest(images=batch, prompts=list("abcd"))) if len(p) >= 1 << 16]
+    assert len(big) == 1 and np.shares_memory(np.frombuffer(big[0], dtype=np.uint8), batch)
