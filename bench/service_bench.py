@@ -180,7 +180,6 @@ def bench_transport(images: np.ndarray, prompts: list[str], repeats: int) -> tup
     from rewardflow_proto.codec import encode_request_parts
 
     print(f"(b) transport alone: {N_IMAGES} RGB {SIZE}x{SIZE} images to a server that decodes them to arrays")
-    floor = socket_floor_s(images.nbytes, repeats)
     with (
         # Transport alone: a model that costs nothing and no micro-batching wait.
         kit_service(
@@ -221,6 +220,8 @@ def bench_transport(images: np.ndarray, prompts: list[str], repeats: int) -> tup
         pickle_s = median_s(jpeg_pickle, repeats)
         json_s = median_s(jpeg_base64_json, repeats)
         http.close()
+    # Last: the in-process socket server's thread and buffers slowed the HTTP runs measured after it.
+    floor = socket_floor_s(images.nbytes, repeats)
     row(f"plain socket, {images.nbytes / 1e6:.1f} MB + 1-byte ack (floor)", floor)
     row("ours: raw uint8 msgpack batch, through the kit", ours_s, f"{ours_s / floor:.1f}x the socket floor")
     row("per-image JPEG + pickle (reference style)", pickle_s)
