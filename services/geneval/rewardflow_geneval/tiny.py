@@ -44,6 +44,17 @@ def tiny_mask2former_config(num_queries: int = 20) -> Mask2FormerConfig:
     )
 
 
+def swin_small_config() -> Mask2FormerConfig:
+    """The architecture of facebook/mask2former-swin-small-coco-instance (Swin-S, 100 queries, 256 wide, 10
+    decoder layers: transformers' Mask2Former defaults) with COCO's labels; for benches with random weights."""
+    return Mask2FormerConfig(
+        num_labels=len(COCO_LABELS),
+        id2label=dict(enumerate(COCO_LABELS)),
+        label2id={name: i for i, name in enumerate(COCO_LABELS)},
+        use_pretrained_backbone=False,
+    )
+
+
 def write_tiny_mask2former(
     directory: str | Path,
     *,
@@ -57,11 +68,24 @@ def write_tiny_mask2former(
     favour_class: bias the class head so every query predicts this GenEval class with probability ~1,
     so that a random model still "detects" something (confidence = that probability x mask score).
     """
+    config = tiny_mask2former_config(num_queries)
+    return write_mask2former(directory, config, seed=seed, shortest_edge=shortest_edge, favour_class=favour_class)
+
+
+def write_mask2former(
+    directory: str | Path,
+    config: Mask2FormerConfig,
+    *,
+    seed: int = 0,
+    shortest_edge: int = 384,
+    favour_class: str | None = None,
+) -> Path:
+    """A random Mask2Former of `config` with its processor config saved in `directory` (see write_tiny_mask2former)."""
     directory = Path(directory)
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = Mask2FormerForUniversalSegmentation(tiny_mask2former_config(num_queries))
+        model = Mask2FormerForUniversalSegmentation(config)
     finally:
         torch.random.set_rng_state(state)
     if favour_class is not None:
