@@ -119,122 +119,123 @@ def train(
         endpoints, config.reward.weights, config.reward.timeout_s, config.reward.max_retries, config.reward.api_key
     )
 
-    def evaluate() -> dict[str, Any]:
-        """Noise-0 ODE with more steps, EMA weights, held-out prompts; images gathered to every rank."""
-        mine = eval_batches(eval_prompts, config.sample.eval_batch_size, world, rank, config.prompts.eval_limit)
-        rows: list[tuple[int, str, np.ndarray, float]] = []
-        with torch.no_grad(), acc.autocast(), ema.swapped_in() if ema is not None else nullcontext():
-            for batch in mine:
-                seeds = group_latent_seeds(batch.prompts, 0, run.seed)  # the same noise at every eval
-                traj = sample_eval(
-                    family, batch.prompts, num_steps=config.sample.eval_num_steps, guidance=guidance, latent_seeds=seeds
+    saved = (policy, optimizer, ema, generators, tracker, config)  # what a checkpoint holds
+    with scorer, logger:  # closed on errors too: the scorer's thread and connections, the metric files
+
+        def evaluate() -> dict[str, Any]:
+            """Noise-0 ODE with more steps, EMA weights, held-out prompts; images gathered to every rank."""
+            mine = eval_batches(eval_prompts, config.sample.eval_batch_size, world, rank, config.prompts.eval_limit)
+            rows: list[tuple[int, str, np.ndarray, float]] = []
+            with torch.no_grad(), acc.autocast(), ema.swapped_in() if ema is not None else nullcontext():
+                for batch in mine:
+                    seeds = group_latent_seeds(batch.prompts, 0, run.seed)  # the same noise at every eval
+                    steps = sc.eval_num_steps
+                    traj = sample_eval(family, batch.prompts, num_steps=steps, guidance=guidance, latent_seeds=seeds)
+                    scores = scorer.score(traj.images, batch.prompts, batch.metadata).total
+                    rows += list(zip(batch.prompt_ids, batch.prompts, traj.images, scores.tolist(), strict=True))
+            rows = sorted(gather_object(rows), key=lambda r: r[0])
+            return {"prompts": [r[1] for r in rows], "images": [r[2] for r in rows], "rewards": [r[3] for r in rows]}
+
+        before_path = out / "eval_before.npz"
+        if start_epoch == 0:  # the "before" of the before/after grid
+            before = evaluate()
+            logger.log(0, {"eval/reward_mean": float(np.mean(before["rewards"]))})
+            if acc.is_main_process:
+                np.savez(
+                    before_path, images=np.stack(before["images"]), prompts=before["prompts"], rewards=before["rewards"]
                 )
-                scores = scorer.score(traj.images, batch.prompts, batch.metadata).total
-                rows += list(zip(batch.prompt_ids, batch.prompts, traj.images, scores.tolist(), strict=True))
-        rows = sorted(gather_object(rows), key=lambda r: r[0])
-        return {"prompts": [r[1] for r in rows], "images": [r[2] for r in rows], "rewards": [r[3] for r in rows]}
 
-    before_path = out / "eval_before.npz"
-    if start_epoch == 0:  # the "before" of the before/after grid
-        before = evaluate()
-        logger.log(0, {"eval/reward_mean": float(np.mean(before["rewards"]))})
-        if acc.is_main_process:
-            np.savez(
-                before_path, images=np.stack(before["images"]), prompts=before["prompts"], rewards=before["rewards"]
+        after: dict[str, Any] | None = None
+        epochs = tqdm(range(start_epoch, run.epochs), desc="epochs", disable=not (run.progress and acc.is_main_process))
+        for epoch in epochs:
+            epoch_start = time.perf_counter()
+            scorer.pop_wait_s()
+            # 1. Sample every batch; batch i is scored on the scorer's thread while batch i+1 samples.
+            parts: list[Trajectory] = []
+            futures, prompt_batches = [], sampler.batches(epoch)
+            for batch in prompt_batches:
+                seeds = group_latent_seeds(batch.prompts, epoch, run.seed) if config.sample.same_latent else None
+                with acc.autocast():
+                    traj = sample_trajectories(
+                        family, batch.prompts, num_steps=sc.num_steps, guidance=guidance, noise_level=sc.noise_level,
+                        sde_type=sc.sde_type, window=window, generator=generators["sample"], latent_seeds=seeds,
+                    )  # fmt: skip
+                futures.append(scorer.submit(traj.images, batch.prompts, batch.metadata))
+                parts.append(traj)
+            results = [scorer.result(f) for f in futures]
+            samples = Trajectory.cat(parts)
+            sample_s = time.perf_counter() - epoch_start
+            wait_s = scorer.pop_wait_s()
+
+            # 2. Rewards of every rank → per-prompt advantages over the whole epoch → this rank's slice.
+            local = {"reward": np.concatenate([r.total for r in results])}
+            for name in results[0].components:
+                local[name] = np.concatenate([r.components[name] for r in results])
+            gathered = {k: acc.gather(torch.from_numpy(v).to(acc.device)).cpu().numpy() for k, v in local.items()}
+            all_prompts = gather_object(list(samples.prompts))
+            tracker.clear()
+            all_advantages = tracker.update(all_prompts, gathered["reward"])
+            advantages = all_advantages[rank * len(samples) : (rank + 1) * len(samples)]
+            if debug_dir is not None:
+                _dump(
+                    Path(debug_dir),
+                    epoch,
+                    rank,
+                    samples.prompts,
+                    local["reward"],
+                    advantages,
+                    all_prompts,
+                    gathered["reward"],
+                    all_advantages,
+                )
+
+            # 3. Drop zero-advantage samples, then inner epochs over shuffled minibatches, step by step.
+            keep = np.flatnonzero(training_mask(advantages, num_minibatches, generators["mask"]))
+            kept, kept_adv = samples.select(keep.tolist()), torch.tensor(advantages[keep], dtype=torch.float32)
+            kept_adv = kept_adv.to(acc.device)
+            info: dict[str, list[float]] = {}
+            updater.begin_epoch()
+            for _inner in range(t.num_inner_epochs):
+                order = torch.randperm(len(kept), generator=generators["shuffle"])
+                for chunk in torch.tensor_split(order, num_minibatches):
+                    for key, values in updater.minibatch(kept.select(chunk), kept_adv[chunk.to(acc.device)]).items():
+                        info.setdefault(key, []).extend(values)
+            epoch_s = time.perf_counter() - epoch_start
+
+            metrics: dict[str, Any] = {}
+            for name, values in gathered.items():
+                metrics[f"{name}_mean"], metrics[f"{name}_std"] = float(values.mean()), float(values.std())
+            metrics.update({k: float(np.mean(v)) for k, v in info.items()})
+            if "ratio_dev_on_policy" in info:
+                metrics["ratio_dev_on_policy"] = float(np.max(info["ratio_dev_on_policy"]))
+            metrics.update(
+                zero_std_ratio=float(np.mean(all_advantages == 0)),
+                trained_samples=len(keep),
+                lr=float(optimizer.param_groups[0]["lr"]),
+                reward_wait_share=wait_s / epoch_s,
+                global_step=updater.global_step,
             )
+            metrics.update({"time/epoch_s": epoch_s, "time/sample_s": sample_s, "time/reward_wait_s": wait_s})
+            done = epoch + 1
+            if (run.eval_every > 0 and done % run.eval_every == 0) or done == run.epochs:
+                after = evaluate()  # the last one is the "after" of the before/after grid
+                metrics["eval/reward_mean"] = float(np.mean(after["rewards"]))
+            if done % run.log_every == 0 or done == run.epochs:
+                logger.log(done, metrics)
+            epochs.set_postfix(reward=f"{metrics['reward_mean']:.4g}", wait=f"{metrics['reward_wait_share']:.0%}")
+            if acc.is_main_process and ((run.grid_every > 0 and done % run.grid_every == 0) or done in (1, run.epochs)):
+                shown = min(len(samples), 16)
+                grid = plots.image_grid(
+                    samples.images[:shown],
+                    samples.prompts[:shown],
+                    local["reward"][:shown].tolist(),
+                    title=f"epoch {done}",
+                )
+                plots.save_image(grid, out / "grids" / f"epoch-{done:06d}.png")
+                logger.log_image(done, "samples", np.asarray(grid))
+            if (run.save_every > 0 and done % run.save_every == 0) or done == run.epochs:
+                _checkpoint(acc, out, TrainingState(done, updater.global_step), *saved)
 
-    after: dict[str, Any] | None = None
-    epochs = tqdm(range(start_epoch, run.epochs), desc="epochs", disable=not (run.progress and acc.is_main_process))
-    for epoch in epochs:
-        epoch_start = time.perf_counter()
-        scorer.pop_wait_s()
-        # 1. Sample every batch; batch i is scored on the scorer's thread while batch i+1 samples.
-        parts: list[Trajectory] = []
-        futures, prompt_batches = [], sampler.batches(epoch)
-        for batch in prompt_batches:
-            seeds = group_latent_seeds(batch.prompts, epoch, run.seed) if config.sample.same_latent else None
-            with acc.autocast():
-                traj = sample_trajectories(
-                    family, batch.prompts, num_steps=sc.num_steps, guidance=guidance, noise_level=sc.noise_level,
-                    sde_type=sc.sde_type, window=window, generator=generators["sample"], latent_seeds=seeds,
-                )  # fmt: skip
-            futures.append(scorer.submit(traj.images, batch.prompts, batch.metadata))
-            parts.append(traj)
-        results = [scorer.result(f) for f in futures]
-        samples = Trajectory.cat(parts)
-        sample_s = time.perf_counter() - epoch_start
-        wait_s = scorer.pop_wait_s()
-
-        # 2. Rewards of every rank → per-prompt advantages over the whole epoch → this rank's slice.
-        local = {"reward": np.concatenate([r.total for r in results])}
-        for name in results[0].components:
-            local[name] = np.concatenate([r.components[name] for r in results])
-        gathered = {k: acc.gather(torch.from_numpy(v).to(acc.device)).cpu().numpy() for k, v in local.items()}
-        all_prompts = gather_object(list(samples.prompts))
-        tracker.clear()
-        all_advantages = tracker.update(all_prompts, gathered["reward"])
-        advantages = all_advantages[rank * len(samples) : (rank + 1) * len(samples)]
-        if debug_dir is not None:
-            _dump(
-                Path(debug_dir),
-                epoch,
-                rank,
-                samples.prompts,
-                local["reward"],
-                advantages,
-                all_prompts,
-                gathered["reward"],
-                all_advantages,
-            )
-
-        # 3. Drop zero-advantage samples, then inner epochs over shuffled minibatches, step by step.
-        keep = np.flatnonzero(training_mask(advantages, num_minibatches, generators["mask"]))
-        kept, kept_adv = samples.select(keep.tolist()), torch.tensor(advantages[keep], dtype=torch.float32)
-        kept_adv = kept_adv.to(acc.device)
-        info: dict[str, list[float]] = {}
-        updater.begin_epoch()
-        for _inner in range(t.num_inner_epochs):
-            order = torch.randperm(len(kept), generator=generators["shuffle"])
-            for chunk in torch.tensor_split(order, num_minibatches):
-                for key, values in updater.minibatch(kept.select(chunk), kept_adv[chunk.to(acc.device)]).items():
-                    info.setdefault(key, []).extend(values)
-        epoch_s = time.perf_counter() - epoch_start
-
-        metrics: dict[str, Any] = {}
-        for name, values in gathered.items():
-            metrics[f"{name}_mean"], metrics[f"{name}_std"] = float(values.mean()), float(values.std())
-        metrics.update({k: float(np.mean(v)) for k, v in info.items()})
-        if "ratio_dev_on_policy" in info:
-            metrics["ratio_dev_on_policy"] = float(np.max(info["ratio_dev_on_policy"]))
-        metrics.update(
-            zero_std_ratio=float(np.mean(all_advantages == 0)),
-            trained_samples=len(keep),
-            lr=float(optimizer.param_groups[0]["lr"]),
-            reward_wait_share=wait_s / epoch_s,
-            global_step=updater.global_step,
-        )
-        metrics.update({"time/epoch_s": epoch_s, "time/sample_s": sample_s, "time/reward_wait_s": wait_s})
-        done = epoch + 1
-        if (run.eval_every > 0 and done % run.eval_every == 0) or done == run.epochs:
-            after = evaluate()  # the last one is the "after" of the before/after grid
-            metrics["eval/reward_mean"] = float(np.mean(after["rewards"]))
-        if done % run.log_every == 0 or done == run.epochs:
-            logger.log(done, metrics)
-        epochs.set_postfix(reward=f"{metrics['reward_mean']:.4g}", wait=f"{metrics['reward_wait_share']:.0%}")
-        if acc.is_main_process and ((run.grid_every > 0 and done % run.grid_every == 0) or done in (1, run.epochs)):
-            shown = min(len(samples), 16)
-            grid = plots.image_grid(
-                samples.images[:shown], samples.prompts[:shown], local["reward"][:shown].tolist(), title=f"epoch {done}"
-            )
-            plots.save_image(grid, out / "grids" / f"epoch-{done:06d}.png")
-            logger.log_image(done, "samples", np.asarray(grid))
-        if (run.save_every > 0 and done % run.save_every == 0) or done == run.epochs:
-            _checkpoint(
-                acc, out, TrainingState(done, updater.global_step), policy, optimizer, ema, generators, tracker, config
-            )
-
-    scorer.close()
-    logger.close()
     records = read_metrics(out) if acc.is_main_process else []
     result = _finish(out, records, after, before_path, time.perf_counter() - started, acc.is_main_process)
     acc.wait_for_everyone()
