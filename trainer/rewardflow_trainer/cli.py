@@ -109,6 +109,12 @@ def _local_services(config: Config, needed: list[str]) -> tuple[object | None, d
     return stack, {s: running[s] for s in needed}
 
 
+def _single_process_cpu_launch(accelerator: Accelerator) -> bool:
+    # accelerate's simple launcher sets MASTER_PORT only when more than one process was asked for.
+    asked = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_PORT" in os.environ
+    return asked and accelerator.num_processes == 1 and "WORLD_SIZE" not in os.environ
+
+
 def cpu_threads(config: Config, num_processes: int) -> int:
     """Intra-op threads per process on a CPU: the cores shared out, and 1 for the tiny model.
 
@@ -130,6 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rewardflow train: {error}", file=sys.stderr)
         return 2
     accelerator = make_accelerator(config)
+    if _single_process_cpu_launch(accelerator):
+        print(
+            "rewardflow train: `accelerate launch --cpu --num_processes N` started ONE process (accelerate starts "
+            "several CPU processes only through MPI); on a machine without CUDA use `accelerate launch --multi_gpu "
+            "--num_processes N -m rewardflow_trainer.cli ...` (torchrun + gloo) or `torchrun --nproc_per_node N`",
+            file=sys.stderr,
+        )
     if accelerator.device.type == "cpu":
         torch.set_num_threads(cpu_threads(config, accelerator.num_processes))
     try:
