@@ -162,3 +162,13 @@ def test_bf16_lora_with_gradient_checkpointing_stays_on_policy(tmp_path: Path, j
     assert [r["ratio_dev_on_policy"] for r in epochs] == [0.0, 0.0]
     assert epochs[0]["kl"] == 0.0 < epochs[1]["kl"]
     assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in epochs)
+
+
+def test_training_without_noise_is_refused_naming_the_field(
+    tmp_path: Path, jpeg_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(
+        ["--epochs", "1", "--out", str(tmp_path), f'reward.endpoints.jpeg=["{jpeg_url}"]', "sample.noise_level=0"]
+    )
+    assert code == 2
+    assert "sample.noise_level" in capsys.readouterr().err

@@ -71,6 +71,11 @@ def train(
             f"train.gradient_accumulation_steps = {accumulation} must divide the {num_minibatches} minibatches per "
             f"epoch (= {local_samples} samples per rank / train.batch_size {config.train.batch_size})"
         )
+    if config.sample.noise_level <= 0:
+        raise ConfigError(
+            f"sample.noise_level = {config.sample.noise_level}: training needs stochastic steps (e.g. 0.7); "
+            "noise 0 is the deterministic ODE, used for evaluation only"
+        )
     windowed = config.sample.sde_window is not None
     num_trained = trained_step_count(config.sample.num_train_timesteps(), config.train.timestep_fraction, windowed)
     acc.gradient_accumulation_steps = accumulation * num_trained
