@@ -48,12 +48,14 @@ def test_every_preset_validates_and_round_trips_through_json(name, tmp_path):
     assert Config.load(path) == config
 
 
-def test_tiny_jpeg_is_the_embedded_default_of_design_section_6():
+def test_tiny_jpeg_is_the_embedded_default_that_learns():
     config = build_config()
     assert config.preset == "tiny_jpeg" and config.model.pretrained is None
-    assert config.train.lora is None and config.train.learning_rate == 3e-3 and config.train.beta == 0.0
-    assert config.train.clip_range == 0.2 and config.sample.num_groups * config.sample.group_size == 16
-    assert config.sample.batches_per_epoch(world_size=1) == 1 and config.train.accumulation_steps(1) == 1
+    assert config.train.lora is None and config.train.learning_rate == 1e-2 and config.train.beta == 0.0
+    assert config.train.clip_range == 0.2 and config.sample.num_groups * config.sample.group_size == 32
+    assert config.sample.same_latent
+    # Two sampling batches per epoch, accumulated into one optimizer step.
+    assert config.sample.batches_per_epoch(world_size=1) == 2 and config.train.accumulation_steps(1) == 2
     assert config.reward.weights == {"jpeg_compressibility": 100.0} and config.model.resolution == 64
     config.validate()  # built-in prompt sets: no file needed
 
@@ -175,5 +177,5 @@ def test_from_dict_rejects_unknown_and_mistyped_keys():
 
 def test_describe_lists_every_key_with_value_and_help():
     text = describe(build_config("tiny_jpeg"))
-    assert "train.learning_rate = 0.003  # AdamW learning rate" in text
+    assert "train.learning_rate = 0.01  # AdamW learning rate" in text
     assert 'reward.weights = {"jpeg_compressibility": 100.0}' in text and "train.lora = null" in text
