@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import math
 import sys
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     stk_sub.add_parser("status", help="list services, their URLs and whether each is ready")
 
     sub.add_parser("train", help="train a model with rewards (see `rewardflow train --help`)", add_help=False)
+    sub.add_parser("eval", help="benchmark reports: `rewardflow eval geneval --help`", add_help=False)
     return parser
 
 
@@ -238,12 +240,29 @@ def cmd_train(argv: list[str]) -> int:
     return int(train_main(argv) or 0)
 
 
+# Benchmark reports: name -> the trainer module whose `main(argv)` writes the report.
+EVALS: dict[str, str] = {"geneval": "rewardflow_trainer.eval_geneval"}
+
+
+def cmd_eval(argv: list[str]) -> int:
+    name = argv[0] if argv else ""
+    if name not in EVALS:
+        raise UserError(f"usage: rewardflow eval {{{','.join(EVALS)}}} [options]; got {name or 'nothing'!r}")
+    try:
+        module = importlib.import_module(EVALS[name])
+    except ImportError as exc:
+        raise UserError(f"the trainer is not available ({exc}); install it with `pip install -e trainer`") from None
+    return int(module.main(argv[1:]) or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rewardflow` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["train"]:
             return cmd_train(argv[1:])  # the trainer parses its own options, --help included
+        if argv[:1] == ["eval"]:
+            return cmd_eval(argv[1:])
         args = _parser().parse_args(argv)
         if args.command == "serve":
             try:

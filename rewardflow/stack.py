@@ -29,6 +29,7 @@ SERVICES: dict[str, str] = {
     "clipscore": "rewardflow_clipscore.scorer:ClipScoreScorer",
     "aesthetic": "rewardflow_aesthetic.scorer:AestheticScorer",
     "imagereward": "rewardflow_imagereward.scorer:ImageRewardScorer",
+    "geneval": "rewardflow_geneval.scorer:GenevalScorer",
 }
 
 

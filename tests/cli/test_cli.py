@@ -190,3 +190,14 @@ def test_table_marks_failed_items_and_lists_their_errors() -> None:
     assert lines[1].split() == ["a.png", "-0.2500", "-0.2500"]
     assert lines[2].split() == ["bb.png", "error", "error"]
     assert lines[3] == "bb.png: jpeg failed: bad_image: cannot decode"
+
+
+def test_eval_dispatches_to_the_report_and_refuses_unknown_reports(capsys) -> None:
+    from rewardflow.cli import main
+
+    assert main(["eval", "nosuch"]) == 2
+    assert "rewardflow eval {geneval}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's --help of the report itself
+        main(["eval", "geneval", "--help"])
+    assert exit_info.value.code == 0
+    assert "--metadata" in capsys.readouterr().out
