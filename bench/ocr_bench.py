@@ -1,6 +1,6 @@
 """OCR service throughput on CPU: images/s for 512x512 text renders, over HTTP vs in-process, side by side.
 
-    .venv/bin/python bench/ocr_bench.py [--images 16] [--repeats 5] [--threads 0]
+    .venv/bin/python bench/ocr_bench.py [--images 16] [--repeats 5] [--threads 0] [--backend rapidocr] [--model ID]
 
 In-process calls OcrScorer.score() directly (the model work alone); over HTTP posts the same images
 as one msgpack request (raw uint8) to `python -m rewardflow_ocr` on 127.0.0.1. The two are
@@ -57,11 +57,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_service(threads: int) -> tuple[subprocess.Popen, str]:
+def start_service(settings: OcrSettings, model: str | None) -> tuple[subprocess.Popen, str]:
     """`python -m rewardflow_ocr` on a free port, once /readyz answers 200."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REWARDFLOW_")}
-    env.update(REWARDFLOW_PORT=str(port), REWARDFLOW_LOG_LEVEL="warning", REWARDFLOW_OCR_THREADS=str(threads))
+    env.update(REWARDFLOW_PORT=str(port), REWARDFLOW_LOG_LEVEL="warning")
+    env.update(REWARDFLOW_OCR_THREADS=str(settings.threads), REWARDFLOW_OCR_BACKEND=settings.backend)
+    if model:
+        env["REWARDFLOW_MODEL"] = model
     proc = subprocess.Popen([sys.executable, "-m", "rewardflow_ocr"], env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -96,16 +99,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=16, help="images per batch (one request)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each run")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0: its default)")
+    parser.add_argument("--backend", choices=["rapidocr", "paddleocr"], default="rapidocr", help="OCR engine")
+    parser.add_argument("--model", default=None, help="REWARDFLOW_MODEL for the engine (default: its own)")
     args = parser.parse_args(argv)
 
     images, prompts = text_images(args.images)
     batch = Batch(images=images, prompts=prompts, metadata=[{}] * len(images), group_ids=[None] * len(images))
-    scorer = OcrScorer(OcrSettings(threads=args.threads))
+    settings = OcrSettings(threads=args.threads, backend=args.backend)
+    scorer = OcrScorer(settings)
+    if args.model:
+        scorer.model_id = args.model
     scorer.load()
     scorer.score(scorer.warmup_batch())
     body = encode_request(ScoreRequest(images=np.stack(images), prompts=prompts), MSGPACK)
 
-    proc, url = start_service(args.threads)
+    proc, url = start_service(settings, args.model)
     try:
         with httpx.Client(timeout=600) as client:
 
@@ -133,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         proc.wait(10)
 
     n = len(images)
-    print(f"OCR service (rapidocr PP-OCRv4, onnxruntime CPU, {os.cpu_count()} cores), {n} images of {SIZE}x{SIZE}, "
+    print(f"OCR service ({args.backend}, {scorer.model_id}, CPU, {os.cpu_count()} cores), {n} images of {SIZE}x{SIZE}, "
           f"median of {args.repeats}; mean accuracy {np.mean(local_scores):.3f}")  # fmt: skip
     for name, seconds in medians.items():
         print(f"  {name:<34} {seconds * 1000:9.1f} ms  {n / seconds:6.2f} images/s")

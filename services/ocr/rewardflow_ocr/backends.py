@@ -7,6 +7,7 @@ crash costs only the image that caused it.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import metadata as package_metadata
@@ -97,8 +98,8 @@ class RapidOcrBackend:
             "rec_batch_num": self.settings.rec_batch_size,
             **self.model_paths(),
         }
-        if self.settings.threads:
-            options["intra_op_num_threads"] = self.settings.threads
+        # Counted from the affinity mask, which (unlike onnxruntime's core count) follows taskset/cpusets.
+        options["intra_op_num_threads"] = self.settings.threads or len(os.sched_getaffinity(0))
         self.engine = RapidOCR(**options)
         if self.gpu is not None:
             self.move_to_gpu(self.gpu)
