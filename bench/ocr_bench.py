@@ -1,6 +1,6 @@
 """OCR service throughput on CPU: images/s for 512x512 text renders, over HTTP vs in-process, side by side.
 
-    .venv/bin/python bench/ocr_bench.py [--images 16] [--repeats 5] [--threads 0] [--backend rapidocr] [--model ID]
+    .venv/bin/python bench/ocr_bench.py [--images 16] [--repeats 5] [--threads 1] [--backend rapidocr] [--model ID]
 
 In-process calls OcrScorer.score() directly (the model work alone); over HTTP posts the same images
 as one msgpack request (raw uint8) to `python -m rewardflow_ocr` on 127.0.0.1. The two are
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16, help="images per batch (one request)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each run")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0: its default)")
+    parser.add_argument("--threads", type=int, default=1, help="REWARDFLOW_OCR_THREADS (0: every CPU)")
     parser.add_argument("--backend", choices=["rapidocr", "paddleocr"], default="rapidocr", help="OCR engine")
     parser.add_argument("--model", default=None, help="REWARDFLOW_MODEL for the engine (default: its own)")
     args = parser.parse_args(argv)

@@ -142,6 +142,7 @@ def test_paddleocr_3_default_models_are_english_pp_ocr_v4(monkeypatch: pytest.Mo
     created = fake_paddleocr(monkeypatch, "3.7.0", object)
     PaddleOcrBackend(OcrSettings(backend="paddleocr"), "paddleocr/en_PP-OCRv4", "cuda").load()
     assert (created["lang"], created["ocr_version"], created["device"]) == ("en", "PP-OCRv4", "gpu:0")
+    assert created["cpu_threads"] == 1
     assert "text_detection_model_dir" not in created
 
 
@@ -158,7 +159,7 @@ def test_paddleocr_2_options_and_results(monkeypatch: pytest.MonkeyPatch) -> Non
     backend = PaddleOcrBackend(OcrSettings(backend="paddleocr"), "paddleocr/en_PP-OCRv4", "cuda:1")
     backend.load()
     assert created["lang"] == "en" and created["use_angle_cls"] is False
-    assert (created["use_gpu"], created["gpu_id"]) == (True, 1)
+    assert (created["use_gpu"], created["gpu_id"], created["cpu_threads"]) == (True, 1, 1)
     readings = backend.read([np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)])
     assert [r.lines for r in readings] == [["BIG", "SALE"], []]
 

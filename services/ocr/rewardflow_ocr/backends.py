@@ -55,6 +55,11 @@ def cuda_index(device: str) -> int | None:
     return int(match.group(2) or 0)
 
 
+def cpu_threads(settings: OcrSettings) -> int:
+    """settings.threads, or for 0 the CPUs in this process's affinity mask (which follows taskset and cpusets)."""
+    return settings.threads or len(os.sched_getaffinity(0))
+
+
 class RapidOcrBackend:
     """PP-OCR det + rec through rapidocr-onnxruntime; the recognizer sees the lines of all images at once.
 
@@ -98,8 +103,7 @@ class RapidOcrBackend:
             "rec_batch_num": self.settings.rec_batch_size,
             **self.model_paths(),
         }
-        # Counted from the affinity mask, which (unlike onnxruntime's core count) follows taskset/cpusets.
-        options["intra_op_num_threads"] = self.settings.threads or len(os.sched_getaffinity(0))
+        options["intra_op_num_threads"] = cpu_threads(self.settings)
         self.engine = RapidOCR(**options)
         if self.gpu is not None:
             self.move_to_gpu(self.gpu)
@@ -200,6 +204,7 @@ class PaddleOcrBackend:
                 "text_rec_score_thresh": self.settings.min_confidence,
                 "text_recognition_batch_size": self.settings.rec_batch_size,
                 "device": "cpu" if self.gpu is None else f"gpu:{self.gpu}",
+                "cpu_threads": cpu_threads(self.settings),
             }
             if dirs is None:
                 options.update(lang="en", ocr_version="PP-OCRv4")  # 3.x ignores both (and warns) given model dirs
@@ -217,6 +222,7 @@ class PaddleOcrBackend:
                 "rec_batch_num": self.settings.rec_batch_size,
                 "use_gpu": self.gpu is not None,
                 "gpu_id": self.gpu or 0,
+                "cpu_threads": cpu_threads(self.settings),
             }
             if dirs is not None:
                 options["det_model_dir"], options["rec_model_dir"] = dirs["det"], dirs["rec"]

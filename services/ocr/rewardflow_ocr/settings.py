@@ -32,8 +32,9 @@ class OcrSettings(BaseSettings):
         960, ge=32, description="Detection input: longest side shrunk to this (PaddleOCR's det_limit_side_len, 'max')."
     )
     threads: int = Field(
-        0,
+        1,
         ge=0,
-        description="onnxruntime intra-op threads per model (rapidocr); 0: the CPUs this process may use. "
-        "On a 2-core machine shared with other work, 1 thread read 1.7x faster than 2.",
+        description="onnxruntime intra-op threads per model (rapidocr); 0: every CPU this process may use. One by "
+        "default: on a 2-core machine shared with other work (a local stack next to the trainer) 1 thread read "
+        "~2x faster than 2; scale with replicas, or raise it on a dedicated machine.",
     )
