@@ -43,6 +43,7 @@ def two_process_run(module_service_process: Callable, tmp_path_factory: pytest.T
         "-m", "rewardflow_trainer.cli",
         "--epochs", str(EPOCHS), "--out", str(out / "run"), "--debug-dump", str(out / "dump"),
         f'reward.endpoints.jpeg=["{url}"]', "sample.batch_size=8", "train.batch_size=8",
+        "sample.num_groups=4", "train.gradient_accumulation_steps=1",  # one batch of 8 per rank
         "run.progress=false", "run.eval_every=0",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

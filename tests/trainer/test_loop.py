@@ -45,6 +45,9 @@ def small_config(out: Path, url: str, *overrides: str) -> Config:
             "run.eval_every=0",
             "run.save_every=0",
             "run.grid_every=0",
+            # One sampling batch per epoch and no accumulation: the purely on-policy setting.
+            "sample.num_groups=4",
+            "train.gradient_accumulation_steps=1",
             *overrides,
         ],
     )
