@@ -39,6 +39,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+# With REWARDFLOW_FAIL_ON_SKIP=1 (what `make test` sets) a skip is a failure, except a `gpu` test on a
+# machine without CUDA: CI must not count a test that did not run, nor miss one that stopped running.
+_FAIL_ON_SKIP = "REWARDFLOW_FAIL_ON_SKIP"
+
+
+def _fail_skip(report: pytest.CollectReport | pytest.TestReport, where: str) -> None:
+    report.outcome = "failed"
+    report.longrepr = f"{where} was skipped but {_FAIL_ON_SKIP}=1 requires it to run: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get(_FAIL_ON_SKIP) == "1" and report.skipped:
+        _fail_skip(report, collector.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get(_FAIL_ON_SKIP) == "1" and report.skipped and "gpu" not in item.keywords:
+        _fail_skip(report, item.nodeid)
+
+
 # ---------------------------------------------------------------- reward services as real processes
 
 
