@@ -30,6 +30,7 @@ from PIL import Image
 from rewardflow_trainer.lora import LORA_WEIGHTS_NAME
 from rewardflow_trainer.models import Guidance, load_family
 from rewardflow_trainer.plots import image_grid, save_image
+from rewardflow_trainer.prompts import load_prompts
 from rewardflow_trainer.rewards import RewardScorer
 from rewardflow_trainer.sampling import sample_eval
 
@@ -71,19 +72,10 @@ class ImageResult:
 
 def read_entries(path: Path, limit: int | None) -> list[dict[str, Any]]:
     """GenEval evaluation metadata (evaluation_metadata.jsonl), each entry with its prompt, in file order."""
-    entries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str) or "tag" not in entry:
-            raise ValueError(f"{path}:{number}: expected an object with 'prompt' and 'tag' (GenEval's metadata format)")
-        entries.append(entry)
-    if not entries:
-        raise ValueError(f"{path}: no metadata entries")
+    entries = [{"prompt": p.text, **p.metadata} for p in load_prompts(str(path))]
+    for number, entry in enumerate(entries, start=1):
+        if "tag" not in entry:
+            raise ValueError(f"{path}: entry {number} has no 'tag' (GenEval's metadata format)")
     return entries[:limit] if limit else entries
 
 
