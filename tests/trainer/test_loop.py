@@ -56,7 +56,8 @@ def small_config(out: Path, url: str, *overrides: str) -> Config:
 
 
 def test_two_epochs_write_the_run_outputs_and_stay_on_policy(tmp_path: Path, jpeg_url: str) -> None:
-    result = train(small_config(tmp_path, jpeg_url), small_config(tmp_path, jpeg_url).reward.endpoints)
+    config = small_config(tmp_path, jpeg_url)
+    result = train(config, config.reward.endpoints)
     records = read_metrics(tmp_path)
     epochs = [r for r in records if "reward_mean" in r]
     assert [r["epoch"] for r in epochs] == [1, 2]
