@@ -1,7 +1,7 @@
 """CLIP-based rewards (pickscore, clipscore, aesthetic) on tiny random CLIPs: images/s over HTTP vs in-process.
 
 For each service, in one run on the same machine: the scorer called directly (`score(Batch)` after
-`load()`), then the same scorer as a real `python -m rewardflow_<name>` process scored through
+`load()`), then the same scorer as a real `python -m rewardflow_kit <name>` process scored through
 RewardClient (msgpack, raw uint8) with the same batches. The ratio is the service tax (transport,
 decode, micro-batching) relative to the model work, which on tiny models is mostly preprocessing.
 
@@ -76,7 +76,7 @@ def start_service(
     full_env.update(env)
     full_env.update({"REWARDFLOW_HOST": "127.0.0.1", "REWARDFLOW_PORT": str(port), "REWARDFLOW_LOG_LEVEL": "warning"})
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", f"rewardflow_{name}"], env=full_env, stdout=log, stderr=log)
+        proc = subprocess.Popen([sys.executable, "-m", "rewardflow_kit", name], env=full_env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

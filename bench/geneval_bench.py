@@ -11,7 +11,7 @@ weights. In both, the detector's class head is biased so every query says "dog":
 has dogs to colour, so the CLIP pass runs on every image (the metadata asks for "a red dog").
 
 In-process calls GenevalScorer.score() on the batch; over HTTP the same images go as one msgpack
-request of raw uint8 through the client to `python -m rewardflow_geneval` on 127.0.0.1. The two
+request of raw uint8 through the client to `python -m rewardflow_kit geneval` on 127.0.0.1. The two
 alternate repeat by repeat so machine noise hits both alike; times are medians.
 """
 
@@ -67,13 +67,13 @@ def free_port() -> int:
 
 
 def start_service(env: dict[str, str], log_path: Path, timeout_s: float = 900) -> tuple[subprocess.Popen, str]:
-    """`python -m rewardflow_geneval` on a free port, returned once /readyz is 200."""
+    """`python -m rewardflow_kit geneval` on a free port, returned once /readyz is 200."""
     port = free_port()
     full_env = {**os.environ, **env, "REWARDFLOW_HOST": "127.0.0.1", "REWARDFLOW_PORT": str(port)}
     full_env["REWARDFLOW_LOG_LEVEL"] = "warning"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rewardflow_geneval"], env=full_env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "rewardflow_kit", "geneval"], env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

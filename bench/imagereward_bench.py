@@ -9,7 +9,7 @@ transport) more than the model's. `--arch released`: the released architecture (
 ~470M parameters) with random weights, written once to a temp dir (~1.8 GB).
 
 In-process calls ImageRewardScorer.score() on the images (preprocessing + model); over HTTP the same
-images go as one msgpack request of raw uint8 through the client to `python -m rewardflow_imagereward`
+images go as one msgpack request of raw uint8 through the client to `python -m rewardflow_kit imagereward`
 on 127.0.0.1. The two alternate repeat by repeat so machine noise hits both alike; times are medians.
 Also shown: preprocessing alone (uint8 512 px -> normalised 224 px tensor) and the check that both
 paths give the same scores.
@@ -48,13 +48,13 @@ def free_port() -> int:
 
 
 def start_service(env: dict[str, str], log_path: Path, timeout_s: float = 600) -> tuple[subprocess.Popen, str]:
-    """`python -m rewardflow_imagereward` on a free port, returned once /readyz is 200 (model loaded, warmed up)."""
+    """`python -m rewardflow_kit imagereward` on a free port, returned once /readyz is 200 (model loaded, warmed up)."""
     port = free_port()
     full_env = {**os.environ, **env, "REWARDFLOW_HOST": "127.0.0.1", "REWARDFLOW_PORT": str(port)}
     full_env["REWARDFLOW_LOG_LEVEL"] = "warning"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rewardflow_imagereward"], env=full_env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "rewardflow_kit", "imagereward"], env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

@@ -3,7 +3,7 @@
     .venv/bin/python bench/ocr_bench.py [--images 16] [--repeats 5] [--threads 1] [--backend rapidocr] [--model ID]
 
 In-process calls OcrScorer.score() directly (the model work alone); over HTTP posts the same images
-as one msgpack request (raw uint8) to `python -m rewardflow_ocr` on 127.0.0.1. The two are
+as one msgpack request (raw uint8) to `python -m rewardflow_kit ocr` on 127.0.0.1. The two are
 interleaved repeat by repeat so machine noise hits both alike. Also shown: the same images scored
 one per call, which is what batched recognition saves. The server idles while the in-process
 scorer runs (and vice versa): both use every core through onnxruntime.
@@ -58,14 +58,14 @@ def free_port() -> int:
 
 
 def start_service(settings: OcrSettings, model: str | None) -> tuple[subprocess.Popen, str]:
-    """`python -m rewardflow_ocr` on a free port, once /readyz answers 200."""
+    """`python -m rewardflow_kit ocr` on a free port, once /readyz answers 200."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REWARDFLOW_")}
     env.update(REWARDFLOW_PORT=str(port), REWARDFLOW_LOG_LEVEL="warning")
     env.update(REWARDFLOW_OCR_THREADS=str(settings.threads), REWARDFLOW_OCR_BACKEND=settings.backend)
     if model:
         env["REWARDFLOW_MODEL"] = model
-    proc = subprocess.Popen([sys.executable, "-m", "rewardflow_ocr"], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "rewardflow_kit", "ocr"], env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

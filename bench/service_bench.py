@@ -119,7 +119,7 @@ def bench_service_tax(images: np.ndarray, prompts: list[str], repeats: int) -> f
     scorer.load()
     batch = Batch(images=list(images), prompts=prompts, metadata=[{}] * len(prompts), group_ids=[None] * len(prompts))
     local = median_s(lambda: scorer.score(batch), repeats)
-    with Server(["-m", "rewardflow_jpeg"]) as server:
+    with Server(["-m", "rewardflow_kit", "jpeg"]) as server:
 
         async def over_http() -> float:
             async with RewardClient({"jpeg": [server.url]}, {"jpeg_compressibility": 1.0}) as client:
@@ -292,15 +292,14 @@ def bench_microbatching(repeats: int) -> dict[str, float]:
     prompts = ["a cat"] * 8
     results = {}
     cases = {
-        "jpeg (CPU-bound, no fixed cost per call)": ("rewardflow_jpeg", {}),
+        "jpeg (CPU-bound, no fixed cost per call)": ("jpeg", {}),
         "model costing 20 ms per call + 2 ms per image": (
             "scorers:FixedCostScorer",
             {"BENCH_BATCH_MS": "20", "BENCH_ITEM_MS": "2"},
         ),
     }
     for label, (target, env) in cases.items():
-        args = ["-m", "rewardflow_jpeg"] if target == "rewardflow_jpeg" else ["-m", "rewardflow_kit", target]
-        with Server(args, env={"REWARDFLOW_MAX_QUEUE_DELAY_MS": "5", **env}) as server:
+        with Server(["-m", "rewardflow_kit", target], env={"REWARDFLOW_MAX_QUEUE_DELAY_MS": "5", **env}) as server:
 
             async def measure() -> tuple[float, float, float]:
                 endpoints = {"svc": [server.url]}

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from rewardflow import stack
+from rewardflow_kit import stack
+from rewardflow_kit.registry import service_names, unknown_service_message
 
 EXIT_USER_ERROR = 2
 
@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run one reward service in the foreground")
-    serve.add_argument("name", help=f"service name ({', '.join(sorted(stack.SERVICES))})")
+    serve.add_argument("name", help=f"service name ({', '.join(service_names())})")
     serve.add_argument("--port", type=int, default=None, help="TCP port (default: $REWARDFLOW_PORT or 8000)")
     serve.add_argument("--host", default=None, help="address to listen on (default: $REWARDFLOW_HOST or 127.0.0.1)")
 
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     stk = sub.add_parser("stack", help="run reward services as local processes on 127.0.0.1")
     stk_sub = stk.add_subparsers(dest="action", required=True, metavar="ACTION")
     up = stk_sub.add_parser("up", help="start services (default: all known), wait until ready")
-    up.add_argument("names", nargs="*", metavar="NAME", help=f"services (default: {', '.join(sorted(stack.SERVICES))})")
+    up.add_argument("names", nargs="*", metavar="NAME", help=f"services (default: {', '.join(service_names())})")
     up.add_argument("--port-base", type=int, default=8100, help="first port to try (default 8100)")
     up.add_argument("--replicas", type=int, default=1, help="processes per service (default 1)")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)")
@@ -75,7 +75,8 @@ def parse_rewards(
     """`NAME[=URL[,URL]]` and `NAME=W` options → (service -> URLs, reward name -> weight)."""
     endpoints: dict[str, list[str]] = {}
     weights: dict[str, float] = {}
-    services = sorted(set(stack.SERVICES) | set(known))
+    installed = service_names()
+    services = sorted(set(installed) | set(known))
     for spec in specs:
         name, _, urls = spec.partition("=")
         if not name:
@@ -88,10 +89,7 @@ def parse_rewards(
             endpoints[service] = [u.strip() for u in urls.split(",") if u.strip()]
         elif service not in endpoints:
             if service not in known:
-                raise UserError(
-                    f"reward {name}: no URL given and no local stack serves {service!r}; "
-                    f"pass --reward {name}=http://HOST:PORT or run `rewardflow stack up {service}`"
-                )
+                raise UserError(_no_endpoint_message(name, service, installed))
             endpoints[service] = known[service]
         weights[name] = 1.0
     for spec in weight_specs:
@@ -103,6 +101,16 @@ def parse_rewards(
         except ValueError:
             raise UserError(f"--weight {spec!r}: expected NAME=NUMBER, got weight {value!r}") from None
     return endpoints, weights
+
+
+def _no_endpoint_message(reward: str, service: str, installed: list[str]) -> str:
+    """Why a reward has no URL, and how to get one: a URL, or `stack up` for an installed service."""
+    message = (
+        f"reward {reward}: no URL given and no local stack serves {service!r}; pass --reward {reward}=http://HOST:PORT"
+    )
+    if service in installed:
+        return f"{message} or run `rewardflow stack up {service}`"
+    return f"{message} ({unknown_service_message(service, installed)})"
 
 
 def _service_of(name: str, services: Sequence[str]) -> str:
@@ -205,7 +213,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_stack(args: argparse.Namespace) -> int:
     if args.action == "up":
-        names = args.names or sorted(stack.SERVICES)
+        names = args.names or service_names()
         try:
             started = stack.stack_up(names, args.port_base, args.replicas)
         except ValueError as exc:

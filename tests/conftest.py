@@ -127,12 +127,12 @@ class ServiceStarter:
 
     def __call__(
         self,
-        target: str = "rewardflow_jpeg",
+        target: str = "jpeg",
         env: dict[str, str] | None = None,
         wait: str | None = "/readyz",
         timeout_s: float = 60.0,
     ) -> ServiceProcess:
-        """Start `python -m TARGET` (a package with __main__) or `python -m rewardflow_kit TARGET` ("module:Class").
+        """Start `python -m rewardflow_kit TARGET`: a service name (its entry point) or a "module:Class".
 
         `env` adds REWARDFLOW_* (or other) variables; inherited REWARDFLOW_* variables are dropped so
         the caller's shell cannot change a test. tests/services is on PYTHONPATH, so test scorers
@@ -156,7 +156,7 @@ class ServiceStarter:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR / "services"), env.get("PYTHONPATH")]))
         env.update({"REWARDFLOW_HOST": "127.0.0.1", "REWARDFLOW_PORT": str(port)})
         env.update(extra_env)
-        argv = [sys.executable, "-m", "rewardflow_kit", target] if ":" in target else [sys.executable, "-m", target]
+        argv = [sys.executable, "-m", "rewardflow_kit", target]
         log_path = self.log_dir / f"{target.replace(':', '.')}-{port}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT)
@@ -171,7 +171,7 @@ class ServiceStarter:
 
 @pytest.fixture
 def service_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServiceProcess]]:
-    """Factory: `service_process("rewardflow_jpeg", env={...})` -> a ready ServiceProcess, stopped after the test."""
+    """Factory: `service_process("jpeg", env={...})` -> a ready ServiceProcess, stopped after the test."""
     starter = ServiceStarter(tmp_path_factory.mktemp("services"))
     yield starter
     starter.stop_all()

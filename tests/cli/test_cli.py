@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from rewardflow_kit.stack import load_stack_file, pid_alive
 
 from rewardflow.cli import UserError, format_table, parse_rewards
-from rewardflow.stack import load_stack_file, pid_alive
 
 _SCRIPT = Path(sys.executable).with_name("rewardflow")
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "rewardflow.cli"]

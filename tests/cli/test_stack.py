@@ -9,8 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from rewardflow.stack import (
+from rewardflow_kit.stack import (
     StackError,
     load_stack_file,
     pick_ports,
@@ -40,7 +39,7 @@ def test_os_picked_ports_are_distinct_and_respect_taken() -> None:
 def test_stack_file_round_trip_and_absence(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "stack.json"
     assert read_stack_file(path) == {}
-    entry = {"urls": ["http://127.0.0.1:8100", "http://127.0.0.1:8101"], "pids": [1, 2], "log": "x", "logs": ["x", "y"]}
+    entry = {"urls": ["http://127.0.0.1:8100", "http://127.0.0.1:8101"], "pids": [1, 2], "logs": ["x", "y"]}
     write_stack_file({"jpeg": entry}, path)
     assert read_stack_file(path) == {"jpeg": entry["urls"]}
     assert load_stack_file(path) == {"jpeg": entry}

@@ -153,11 +153,11 @@ def test_compose_file_follows_the_project_rules(compose: dict[str, Any], repo_ro
 
 
 def test_every_reward_service_is_in_compose(compose: dict[str, Any], repo_root: Path) -> None:
-    from rewardflow.stack import SERVICES  # the one registry of reward services
+    from rewardflow_kit.registry import discover  # the installed services, by their entry points
 
     with_image = {p.parent.name for p in (repo_root / "services").glob("*/Dockerfile")}
     rewards = set(compose["services"]) - NOT_REWARDS
-    assert (set(SERVICES) | with_image) - rewards == set(), "services missing from compose.yaml"
+    assert (set(discover()) | with_image) - rewards == set(), "services missing from compose.yaml"
 
 
 @pytest.mark.parametrize(

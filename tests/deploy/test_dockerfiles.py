@@ -43,11 +43,12 @@ def pyproject_version(folder: Path) -> str:
 
 
 def test_every_reward_service_has_a_dockerfile() -> None:
-    from rewardflow.stack import SERVICES  # the one registry of reward services
+    from rewardflow_kit.registry import discover  # the installed services, by their entry points
 
-    # Folders without a registry entry (the kit, shared libraries) are not services and need no image.
-    missing = [name for name in SERVICES if not (REPO_ROOT / "services" / name / "Dockerfile").is_file()]
-    assert "jpeg" in SERVICES
+    # Folders without an entry point (the kit, shared libraries) are not services and need no image.
+    services = discover()
+    missing = [name for name in services if not (REPO_ROOT / "services" / name / "Dockerfile").is_file()]
+    assert "jpeg" in services
     assert missing == [], f"services without services/<name>/Dockerfile: {missing}"
 
 
@@ -79,7 +80,7 @@ def test_service_image_runs_its_package_as_non_root_with_a_readiness_probe(docke
     assert "REWARDFLOW_PORT=8000" in " ".join(by_kind["ENV"]).split()
     assert "REWARDFLOW_HOST=0.0.0.0" in " ".join(by_kind["ENV"]).split()
     assert len(by_kind["HEALTHCHECK"]) == 1 and "/readyz" in by_kind["HEALTHCHECK"][0]
-    assert json.loads(by_kind["CMD"][-1]) == ["python", "-m", f"rewardflow_{name}"]
+    assert json.loads(by_kind["CMD"][-1]) == ["python", "-m", "rewardflow_kit", name]
 
     pinned = f"rewardflow-{name}=={pyproject_version(dockerfile.parent)}"
     installs = " ".join(args for kind, args in steps if kind == "RUN" and "pip install" in args)

@@ -15,10 +15,9 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from rewardflow_kit.stack import Stack, start_stack
 from rewardflow_proto import EncodedImage
 from rewardflow_proto.client import RetryPolicy, RewardClient, RewardServiceError, SyncRewardClient
-
-from rewardflow.stack import Stack, start_stack
 
 pytestmark = pytest.mark.slow
 

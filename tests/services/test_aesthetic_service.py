@@ -95,7 +95,7 @@ def head_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def aesthetic_url(module_service_process: Callable, clip_dir: Path, head_path: Path) -> str:
-    return module_service_process("rewardflow_aesthetic", env=service_env(clip_dir, REWARDFLOW_HEAD=str(head_path))).url
+    return module_service_process("aesthetic", env=service_env(clip_dir, REWARDFLOW_HEAD=str(head_path))).url
 
 
 def reference_ratings(clip_dir: Path, head_path: Path, images: np.ndarray) -> np.ndarray:
@@ -130,7 +130,7 @@ def test_image_along_the_heads_direction_scores_the_maximum(
     images = photo_like(4, SHORTEST_EDGE, SHORTEST_EDGE, seed=12)
     aligned = write_aligned_clip(clip_dir, tmp_path / "aligned", images[:1], (w / w.norm())[None])
     env = service_env(aligned, REWARDFLOW_HEAD=str(head_path))
-    ratings = score(service_process("rewardflow_aesthetic", env=env).url, ScoreRequest(images=images, prompts=[""] * 4))
+    ratings = score(service_process("aesthetic", env=env).url, ScoreRequest(images=images, prompts=[""] * 4))
     assert np.argmax(ratings.scores["score"]) == 0
     assert ratings.scores["score"][0] == pytest.approx(float(w.norm()) + b, abs=ATOL)
 
@@ -139,12 +139,10 @@ def test_image_along_the_heads_direction_scores_the_maximum(
 def test_missing_or_mismatched_head_keeps_the_service_up_and_not_ready(
     service_process: Callable, clip_dir: Path, tmp_path: Path
 ) -> None:
-    missing = service_process("rewardflow_aesthetic", env=service_env(clip_dir), wait="/healthz")
+    missing = service_process("aesthetic", env=service_env(clip_dir), wait="/healthz")
     big_head = tmp_path / "head768.pth"
     torch.save(released_state_dict(768), big_head)
-    mismatched = service_process(
-        "rewardflow_aesthetic", env=service_env(clip_dir, REWARDFLOW_HEAD=str(big_head)), wait="/healthz"
-    )
+    mismatched = service_process("aesthetic", env=service_env(clip_dir, REWARDFLOW_HEAD=str(big_head)), wait="/healthz")
     for service, expected in [(missing, "REWARDFLOW_HEAD is not set"), (mismatched, "takes 768-d embeddings")]:
         for _ in range(600):
             reply = httpx.get(service.url + "/readyz", timeout=5)

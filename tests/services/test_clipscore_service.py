@@ -32,7 +32,7 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def clipscore_url(module_service_process: Callable, clip_dir: Path) -> str:
-    return module_service_process("rewardflow_clipscore", env=service_env(clip_dir)).url
+    return module_service_process("clipscore", env=service_env(clip_dir)).url
 
 
 def test_scores_follow_the_three_formulas_on_clip_logits(clipscore_url: str, clip_dir: Path) -> None:
@@ -60,7 +60,7 @@ def test_matching_image_scores_highest_and_opposite_clips_to_zero(
     text = reference_text_embeddings(clip_dir, [prompt])[0]
     images = photo_like(4, SHORTEST_EDGE, SHORTEST_EDGE, seed=11)
     aligned = write_aligned_clip(clip_dir, tmp_path / "aligned", images[:2], torch.stack([text, -text]))
-    url = service_process("rewardflow_clipscore", env=service_env(aligned)).url
+    url = service_process("clipscore", env=service_env(aligned)).url
     scores = score(url, ScoreRequest(images=images, prompts=[prompt] * 4)).scores
     assert np.argmax(scores["score"]) == 0
     assert scores["cosine"][0] == pytest.approx(1.0, abs=1e-5)

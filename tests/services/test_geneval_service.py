@@ -57,7 +57,7 @@ def service_env(models: dict[str, Path], **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def geneval(module_service_process, tiny_models):
     return module_service_process(
-        "rewardflow_geneval", env=service_env(tiny_models, REWARDFLOW_MAX_QUEUE_DELAY_MS="300"), timeout_s=180
+        "geneval", env=service_env(tiny_models, REWARDFLOW_MAX_QUEUE_DELAY_MS="300"), timeout_s=180
     )
 
 
@@ -157,16 +157,14 @@ def test_concurrent_requests_are_batched_and_score_as_alone(geneval) -> None:
 
 
 def test_loads_a_hub_id_from_the_cache_offline(service_process, tiny_models) -> None:
-    service = service_process(
-        "rewardflow_geneval", env=service_env(tiny_models, REWARDFLOW_MODEL=HUB_ID), timeout_s=180
-    )
+    service = service_process("geneval", env=service_env(tiny_models, REWARDFLOW_MODEL=HUB_ID), timeout_s=180)
     assert httpx.get(service.url + "/v1/info").json()["model"] == HUB_ID
     assert score(service.url, request([DOG])).scores["strict"] == [1.0]
 
 
 def test_an_uncached_hub_id_offline_is_not_ready_and_says_why(service_process, tiny_models) -> None:
     env = service_env(tiny_models, REWARDFLOW_MODEL="facebook/mask2former-swin-small-coco-instance")
-    service = service_process("rewardflow_geneval", env=env, wait="/healthz", timeout_s=60)
+    service = service_process("geneval", env=env, wait="/healthz", timeout_s=60)
     body = ""
     for _ in range(600):
         response = httpx.get(service.url + "/readyz")

@@ -272,7 +272,7 @@ def test_reduced_precision_follows_the_dtype_setting(tiny_dir: Path, monkeypatch
 @pytest.fixture(scope="module")
 def service_url(module_service_process: Callable, tiny_dir: Path) -> str:
     env = {"REWARDFLOW_MODEL": str(tiny_dir), "REWARDFLOW_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
-    return module_service_process("rewardflow_imagereward", env=env, timeout_s=120).url
+    return module_service_process("imagereward", env=env, timeout_s=120).url
 
 
 def test_service_scores_over_http_equal_the_reference(service_url: str, tiny_dir: Path) -> None:
@@ -304,7 +304,7 @@ def test_hub_id_loads_offline_from_the_cache(service_process: Callable, tiny_dir
     fake_hub_snapshot(cache, "THUDM/ImageReward", tiny_dir, ["ImageReward.pt", "med_config.json", "vision_config.json"])
     fake_hub_snapshot(cache, "bert-base-uncased", tiny_dir, ["vocab.txt", "tokenizer_config.json"])
     env = {"REWARDFLOW_MODEL": "THUDM/ImageReward", "REWARDFLOW_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
-    service = service_process("rewardflow_imagereward", env={**env, "HF_HUB_CACHE": str(cache)}, timeout_s=120)
+    service = service_process("imagereward", env={**env, "HF_HUB_CACHE": str(cache)}, timeout_s=120)
     images = images_224(2, seed=9)
     response = score(service.url, ScoreRequest(images=images, prompts=PROMPTS[:2]))
     expected = reference_scores(tiny_dir, pixels_224(images), PROMPTS[:2])
@@ -319,7 +319,7 @@ def test_a_model_folder_without_weights_stays_unready_with_the_reason(
     folder = write_tiny_checkpoint(tmp_path / "model")
     (folder / "ImageReward.pt").unlink()
     env = {"REWARDFLOW_MODEL": str(folder), "REWARDFLOW_DEVICE": "cpu"}
-    service = service_process("rewardflow_imagereward", env=env, wait="/healthz", timeout_s=120)
+    service = service_process("imagereward", env=env, wait="/healthz", timeout_s=120)
     deadline = time.monotonic() + 120
     while httpx.get(service.url + "/readyz", timeout=5).json()["status"] == "loading":
         assert time.monotonic() < deadline, "load() neither finished nor failed"

@@ -23,7 +23,7 @@ def pil_jpeg_kb(image: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def jpeg_url(module_service_process: Callable) -> str:
-    return module_service_process("rewardflow_jpeg").url
+    return module_service_process("jpeg").url
 
 
 def assert_jpeg_scores(scores: dict[str, list[float | None]], images: list[np.ndarray]) -> None:

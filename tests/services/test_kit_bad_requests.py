@@ -23,7 +23,7 @@ MAX_BATCH = 16
 @pytest.fixture(scope="module")
 def service(module_service_process: Callable) -> Any:
     return module_service_process(
-        "rewardflow_jpeg",
+        "jpeg",
         env={
             "REWARDFLOW_API_KEY": API_KEY,
             "REWARDFLOW_MAX_BODY_BYTES": str(MAX_BODY),

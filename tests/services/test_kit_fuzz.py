@@ -128,7 +128,7 @@ random_bodies = st.tuples(st.just("random"), st.sampled_from([MSGPACK, JSON]), s
 @pytest.fixture(scope="module")
 def client(module_service_process: Callable) -> Iterator[httpx.Client]:
     service = module_service_process(
-        "rewardflow_jpeg", env={"REWARDFLOW_MAX_BODY_BYTES": "200000", "REWARDFLOW_LOG_LEVEL": "warning"}
+        "jpeg", env={"REWARDFLOW_MAX_BODY_BYTES": "200000", "REWARDFLOW_LOG_LEVEL": "warning"}
     )
     with httpx.Client(base_url=service.url, timeout=10) as http:
         yield http

@@ -58,7 +58,7 @@ def paddle_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_paddleocr_backend_scores_renders_over_http(module_service_process: Callable, paddle_models: Path) -> None:
     env = {"REWARDFLOW_OCR_BACKEND": "paddleocr", "REWARDFLOW_MODEL": str(paddle_models)}
-    url = module_service_process("rewardflow_ocr", env=env, timeout_s=180).url
+    url = module_service_process("ocr", env=env, timeout_s=180).url
     assert httpx.get(url + "/v1/info").json()["model"] == str(paddle_models)
     phrases = generated_phrases(20, seed=3)
     two_lines = np.minimum(render("upper line", center=(0.5, 0.3)), render("lower line", center=(0.5, 0.7)))

@@ -14,7 +14,7 @@ from service_calls import JSON, MSGPACK, error_of
 
 @pytest.fixture(scope="module")
 def ocr_url(module_service_process: Callable) -> str:
-    return module_service_process("rewardflow_ocr", timeout_s=120).url
+    return module_service_process("ocr", timeout_s=120).url
 
 
 def ocr_score(url: str, images: list[np.ndarray], prompts: list[str], metadata: list | None = None) -> ScoreResponse:

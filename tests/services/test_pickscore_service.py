@@ -35,7 +35,7 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pickscore_url(module_service_process: Callable, clip_dir: Path) -> str:
-    return module_service_process("rewardflow_pickscore", env=service_env(clip_dir)).url
+    return module_service_process("pickscore", env=service_env(clip_dir)).url
 
 
 def test_scores_equal_clip_logits_over_26(pickscore_url: str, clip_dir: Path) -> None:
@@ -92,7 +92,7 @@ def test_image_whose_embedding_equals_the_prompts_scores_highest(
     images = photo_like(5, SHORTEST_EDGE, SHORTEST_EDGE, seed=9)
     # Image 0's embedding is the prompt's, image 1's its opposite; 2-4 land wherever the weights put them.
     aligned = write_aligned_clip(clip_dir, tmp_path / "aligned", images[:2], torch.stack([text, -text]))
-    url = service_process("rewardflow_pickscore", env=service_env(aligned)).url
+    url = service_process("pickscore", env=service_env(aligned)).url
     response = score(url, ScoreRequest(images=images, prompts=[prompt] * 5))
     raw = np.array(response.scores["raw"])
     assert raw.argmax() == 0 and raw.argmin() == 1

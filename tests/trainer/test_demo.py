@@ -24,7 +24,7 @@ def _rewards(run: Path) -> np.ndarray:
 def test_embedded_default_beats_its_noise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    # The trainer starts its own jpeg service (rank 0, rewardflow.stack); keep it off any user stack file.
+    # The trainer starts its own jpeg service (rank 0, rewardflow_kit.stack); keep it off any user stack file.
     monkeypatch.setenv("REWARDFLOW_STACK_FILE", str(tmp_path / "stack.json"))
     # The preset as shipped (what `rewardflow train` runs), only shorter and without eval/checkpoints.
     quiet = ["run.progress=false", "run.eval_every=0", "run.save_every=0", "run.grid_every=0"]

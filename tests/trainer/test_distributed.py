@@ -34,7 +34,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def two_process_run(module_service_process: Callable, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    url = module_service_process("rewardflow_jpeg").url
+    url = module_service_process("jpeg").url
     out = tmp_path_factory.mktemp("dist")
     accelerate = Path(sys.executable).with_name("accelerate")
     argv = [

@@ -58,7 +58,7 @@ def tiny_geneval(service_process, tmp_path_factory):
     detector = write_tiny_mask2former(root / "detector", shortest_edge=64, favour_class="dog")
     clip = write_tiny_clip(root / "clip")
     env = {"REWARDFLOW_MODEL": str(detector), "REWARDFLOW_CLIP_MODEL": str(clip), "HF_HUB_OFFLINE": "1"}
-    return service_process("rewardflow_geneval", env=env, timeout_s=180)
+    return service_process("geneval", env=env, timeout_s=180)
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def jpeg_url(module_service_process: Callable) -> str:
-    return module_service_process("rewardflow_jpeg").url
+    return module_service_process("jpeg").url
 
 
 def small_config(out: Path, url: str, *overrides: str) -> Config:

@@ -27,7 +27,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def jpeg_url(module_service_process: Callable) -> str:
-    return module_service_process("rewardflow_jpeg").url
+    return module_service_process("jpeg").url
 
 
 def _config(out: Path, url: str, epochs: int, *overrides: str) -> Config:

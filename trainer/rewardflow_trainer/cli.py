@@ -88,13 +88,8 @@ def reward_endpoints(config: Config, accelerator: Accelerator) -> Iterator[dict[
 
 
 def _local_services(config: Config, needed: list[str]) -> tuple[object | None, dict[str, list[str]]]:
-    try:
-        from rewardflow.stack import read_stack_file, ready_state, start_stack
-    except ImportError:
-        raise ConfigError(
-            "reward.endpoints is not set and the rewardflow package (local stack) is not installed: "
-            "set reward.endpoints.<service>=[URL] or pip install -e ."
-        ) from None
+    from rewardflow_kit.stack import read_stack_file, ready_state, start_stack
+
     running = {s: urls for s, urls in read_stack_file().items() if all(ready_state(u) == "ready" for u in urls)}
     missing = [s for s in needed if s not in running]
     stack = None

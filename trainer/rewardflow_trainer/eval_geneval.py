@@ -175,7 +175,7 @@ def geneval_endpoints(urls: Sequence[str], log_dir: Path) -> Iterator[list[str]]
     if urls:
         yield list(urls)
         return
-    from rewardflow.stack import read_stack_file, start_stack
+    from rewardflow_kit.stack import read_stack_file, start_stack
 
     running = read_stack_file().get("geneval")
     if running:

@@ -3,7 +3,4 @@
 from rewardflow_aesthetic.head import AestheticHead, load_head
 from rewardflow_aesthetic.scorer import AestheticScorer
 
-SCORER_SPEC = "rewardflow_aesthetic.scorer:AestheticScorer"
-"""What `python -m rewardflow_kit` and `rewardflow serve aesthetic` load."""
-
-__all__ = ["SCORER_SPEC", "AestheticHead", "AestheticScorer", "load_head"]
+__all__ = ["AestheticHead", "AestheticScorer", "load_head"]

@@ -2,7 +2,4 @@
 
 from rewardflow_clipscore.scorer import ClipScoreScorer
 
-SCORER_SPEC = "rewardflow_clipscore.scorer:ClipScoreScorer"
-"""What `python -m rewardflow_kit` and `rewardflow serve clipscore` load."""
-
-__all__ = ["SCORER_SPEC", "ClipScoreScorer"]
+__all__ = ["ClipScoreScorer"]

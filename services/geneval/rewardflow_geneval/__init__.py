@@ -4,8 +4,3 @@
 training-prompt generator; the models live in `detector`, `colors` and `scorer` (imported on demand,
 so the rule engine and the prompt generator do not pull in torch).
 """
-
-SCORER_SPEC = "rewardflow_geneval.scorer:GenevalScorer"
-"""What `python -m rewardflow_kit` and `rewardflow serve geneval` load."""
-
-__all__ = ["SCORER_SPEC"]

@@ -57,7 +57,4 @@ undeclared OpenAI `clip`, broken on transformers 5, a 5-token tokenizer when off
 
 from rewardflow_imagereward.scorer import ImageRewardScorer
 
-SCORER_SPEC = "rewardflow_imagereward.scorer:ImageRewardScorer"
-"""What `python -m rewardflow_kit` and `rewardflow serve imagereward` load."""
-
-__all__ = ["SCORER_SPEC", "ImageRewardScorer"]
+__all__ = ["ImageRewardScorer"]

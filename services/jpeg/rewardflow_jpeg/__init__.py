@@ -2,7 +2,4 @@
 
 from rewardflow_jpeg.scorer import JpegScorer
 
-SCORER_SPEC = "rewardflow_jpeg.scorer:JpegScorer"
-"""What `python -m rewardflow_kit` and `rewardflow serve jpeg` load."""
-
-__all__ = ["SCORER_SPEC", "JpegScorer"]
+__all__ = ["JpegScorer"]

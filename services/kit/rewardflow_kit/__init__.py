@@ -30,8 +30,18 @@ class BrightnessScorer:
         return out
 ```
 
-Serve it with `python -m rewardflow_kit rewardflow_brightness.scorer:BrightnessScorer`, or give the
-package a `__main__.py` calling `rewardflow_kit.run(BrightnessScorer(), ServiceSettings())`.
+Declare the class as an entry point in the package's `pyproject.toml`; once the package is
+installed, the service is found by its name:
+
+```toml
+[project.entry-points."rewardflow.scorers"]
+brightness = "rewardflow_brightness.scorer:BrightnessScorer"
+```
+
+Serve it with `python -m rewardflow_kit brightness` (or `rewardflow serve brightness`); a class that
+no package declares is served as `python -m rewardflow_kit rewardflow_brightness.scorer:BrightnessScorer`.
+With no name, `python -m rewardflow_kit` serves $REWARDFLOW_SERVICE (what the images set).
+`services/README.md` has the whole checklist for adding a reward (Dockerfile, compose, tests).
 
 The kit does the rest: `POST /v1/score` (msgpack or JSON), `/healthz`, `/readyz` (503 until `load()`
 and one warm-up batch have run; define `warmup_batch() -> Batch` to choose that batch), `/v1/info`,
@@ -83,10 +93,31 @@ an orchestrator's readiness gate keeps traffic away).
 | `REWARDFLOW_RETRY_AFTER_S` | `1` | Retry-After seconds sent with 429 (queue full) and 503 (not ready). |
 """
 
-from rewardflow_kit.app import create_app
-from rewardflow_kit.scorer import Batch, InvalidRequest, ItemFailure, ItemScore, Scorer
-from rewardflow_kit.server import load_scorer, run, serve_spec
-from rewardflow_kit.settings import ServiceSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rewardflow_kit.app import create_app
+    from rewardflow_kit.scorer import Batch, InvalidRequest, ItemFailure, ItemScore, Scorer
+    from rewardflow_kit.server import load_scorer, run, serve_spec
+    from rewardflow_kit.settings import ServiceSettings
+
+# Imported on first use: `rewardflow_kit.stack` and `rewardflow_kit.registry` (what the CLI and the trainer
+# import) must not pull in FastAPI and uvicorn.
+_LAZY: dict[str, str] = {
+    "Batch": "rewardflow_kit.scorer",
+    "InvalidRequest": "rewardflow_kit.scorer",
+    "ItemFailure": "rewardflow_kit.scorer",
+    "ItemScore": "rewardflow_kit.scorer",
+    "Scorer": "rewardflow_kit.scorer",
+    "ServiceSettings": "rewardflow_kit.settings",
+    "create_app": "rewardflow_kit.app",
+    "load_scorer": "rewardflow_kit.server",
+    "run": "rewardflow_kit.server",
+    "serve_spec": "rewardflow_kit.server",
+}
 
 __all__ = [
     "Batch",
@@ -100,3 +131,15 @@ __all__ = [
     "run",
     "serve_spec",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'rewardflow_kit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

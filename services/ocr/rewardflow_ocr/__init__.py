@@ -28,7 +28,4 @@ below confidence 0.5. Settings beyond the kit's REWARDFLOW_*: see `OcrSettings`
 
 from rewardflow_ocr.scorer import OcrScorer
 
-SCORER_SPEC = "rewardflow_ocr.scorer:OcrScorer"
-"""What `python -m rewardflow_kit` and `rewardflow serve ocr` load."""
-
-__all__ = ["SCORER_SPEC", "OcrScorer"]
+__all__ = ["OcrScorer"]

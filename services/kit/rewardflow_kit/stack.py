@@ -1,8 +1,10 @@
 """The local stack: reward services as detached processes on 127.0.0.1, found through a stack file.
 
-The stack file ($REWARDFLOW_STACK_FILE or ~/.cache/rewardflow/stack.json) holds
-{"services": {"jpeg": {"urls": [...], "pids": [...], "log": "...", "logs": [...]}}}; the client and
-the trainer read endpoints from it with `read_stack_file()`.
+Services are found by name through their entry points (`rewardflow_kit.registry`); each replica runs as
+`python -m rewardflow_kit NAME --host 127.0.0.1 --port P`. The stack file ($REWARDFLOW_STACK_FILE or
+~/.cache/rewardflow/stack.json) holds {"services": {"jpeg": {"urls": [...], "pids": [...], "logs": [...]}}};
+the client and the trainer read endpoints from it with `read_stack_file()`. This module imports neither
+FastAPI nor uvicorn: the CLI and the trainer import it.
 """
 
 from __future__ import annotations
@@ -21,37 +23,29 @@ from typing import Any
 
 import httpx
 
-# Service name -> "module:Class" of its scorer. The name is the folder under services/ and the reward name.
-SERVICES: dict[str, str] = {
-    "jpeg": "rewardflow_jpeg.scorer:JpegScorer",
-    "ocr": "rewardflow_ocr.scorer:OcrScorer",
-    "pickscore": "rewardflow_pickscore.scorer:PickScoreScorer",
-    "clipscore": "rewardflow_clipscore.scorer:ClipScoreScorer",
-    "aesthetic": "rewardflow_aesthetic.scorer:AestheticScorer",
-    "imagereward": "rewardflow_imagereward.scorer:ImageRewardScorer",
-    "geneval": "rewardflow_geneval.scorer:GenevalScorer",
-}
+from rewardflow_kit.registry import scorer_spec
+
+# How start_stack runs a replica (before --host/--port); also what marks a process as ours in /proc.
+SERVE_MODULE = "rewardflow_kit"
 
 
 class StackError(RuntimeError):
     """A service of the stack did not come up, or the stack file is unusable."""
 
 
-def scorer_spec(name: str) -> str:
-    """The "module:Class" of a service's scorer; ValueError listing the known services."""
-    try:
-        return SERVICES[name]
-    except KeyError:
-        raise ValueError(f"unknown service {name!r}; known services are: {', '.join(sorted(SERVICES))}") from None
-
-
 def serve(name: str, host: str | None = None, port: int | None = None) -> None:
     """Run one service in the foreground (blocks until interrupted); unset values come from REWARDFLOW_* env."""
     spec = scorer_spec(name)
-    from rewardflow_kit import ServiceSettings, serve_spec  # the kit pulls in FastAPI: only load it to serve
+    from rewardflow_kit.server import serve_spec  # pulls in FastAPI and uvicorn: only load them to serve
+    from rewardflow_kit.settings import ServiceSettings
 
     overrides: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     serve_spec(spec, ServiceSettings(**overrides))
+
+
+def serve_command(name: str, port: int) -> list[str]:
+    """The command line of one stack replica: this interpreter serving `name` on 127.0.0.1:`port`."""
+    return [sys.executable, "-m", SERVE_MODULE, name, "--host", "127.0.0.1", "--port", str(port)]
 
 
 def stack_file_path() -> Path:
@@ -151,7 +145,7 @@ def _is_ours(pid: int) -> bool:
     # A pid from an old stack file may since belong to an unrelated process: only signal a rewardflow one.
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"rewardflow.cli\x00serve\x00" in f.read()  # the command line start_stack gives its processes
+            return f"-m\x00{SERVE_MODULE}\x00".encode() in f.read()  # as serve_command starts them
     except FileNotFoundError:
         return not Path("/proc/self").exists() and pid_alive(pid)
     except OSError:
@@ -248,17 +242,7 @@ def start_stack(
                 log = log_dir / f"{name}-{port}.log"
                 with open(log, "ab") as out:
                     proc = subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "rewardflow.cli",
-                            "serve",
-                            name,
-                            "--host",
-                            "127.0.0.1",
-                            "--port",
-                            str(port),
-                        ],
+                        serve_command(name, port),
                         stdin=subprocess.DEVNULL,
                         stdout=out,
                         stderr=subprocess.STDOUT,
@@ -268,7 +252,6 @@ def start_stack(
                 entry["urls"].append(f"http://127.0.0.1:{port}")
                 entry["pids"].append(proc.pid)
                 entry["logs"].append(str(log))
-            entry["log"] = entry["logs"][0]
             stack.services[name] = entry
         _wait_ready(stack, ready_timeout_s)
     except BaseException:
