@@ -20,7 +20,7 @@ from accelerate.utils import broadcast_object_list
 
 from rewardflow_trainer.config import Config, ConfigError
 from rewardflow_trainer.loop import make_accelerator, train
-from rewardflow_trainer.presets import DEFAULT_PRESET, PRESETS, build_config
+from rewardflow_trainer.presets import DEFAULT_PRESET, PRESETS, build_config, describe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,22 +35,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="HF id or local path of the model (model.pretrained); default: the preset's")
     parser.add_argument("--resume", help="checkpoint dir or run dir to resume from (run.resume)")
     parser.add_argument("--debug-dump", help="write each rank's prompts, rewards and advantages per epoch here")
+    parser.add_argument(
+        "--show-config", action="store_true", help="print every config key with its value and help, then exit"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied after the preset")
     return parser
 
 
 def build_run_config(args: argparse.Namespace) -> Config:
     """Preset + overrides + the shortcut options, validated."""
-    config = build_config(args.preset, args.overrides)
-    if args.epochs is not None:
-        config.run.epochs = args.epochs
-    if args.out is not None:
-        config.run.out_dir = args.out
-    if args.model is not None:
-        config.model.pretrained = args.model
-    if args.resume is not None:
-        config.run.resume = args.resume
-    return config.validate()
+    shortcuts = {"run.epochs": args.epochs, "run.out_dir": args.out, "model.pretrained": args.model}
+    shortcuts["run.resume"] = args.resume
+    given = {key: value for key, value in shortcuts.items() if value is not None}
+    return build_config(args.preset, args.overrides, given).validate(check_paths=not args.show_config)
 
 
 @contextmanager
@@ -60,16 +57,16 @@ def reward_endpoints(config: Config, accelerator: Accelerator) -> Iterator[dict[
     Only the main process starts services; the others receive the URLs after a barrier (a broadcast).
     Services started here are stopped on exit.
     """
-    needed = config.reward.services()
-    if config.reward.endpoints:
-        missing = [s for s in needed if s not in config.reward.endpoints]
-        if missing:
-            raise ConfigError(
-                f"reward.endpoints has no URL for service(s) {missing} that reward.weights "
-                f"{sorted(config.reward.weights)} need; it has {sorted(config.reward.endpoints)}"
-            )
+    if config.reward.endpoints:  # the config checked that they cover every reward
+        needed = config.reward.services(list(config.reward.endpoints))
         yield {s: list(config.reward.endpoints[s]) for s in needed}
         return
+    from rewardflow_kit.registry import service_names
+
+    try:
+        needed = config.reward.services(service_names())
+    except ValueError as error:
+        raise ConfigError(f"{error}; installed services are found through their package entry points") from None
     stack, payload = None, {}
     if accelerator.is_main_process:
         try:
@@ -130,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"rewardflow train: {error}", file=sys.stderr)
         return 2
+    if args.show_config:
+        print(describe(config))
+        return 0
     accelerator = make_accelerator(config)
     if _single_process_cpu_launch(accelerator):
         print(

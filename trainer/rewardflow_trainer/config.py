@@ -1,71 +1,111 @@
-"""Typed run configuration: dataclasses with the reference defaults (DESIGN §2), validation and JSON
-round trip. Named presets and dotted command-line overrides live in `presets.py`."""
+"""Typed run configuration on pydantic: the reference defaults (docs/algorithm.md, "Reference defaults"),
+field constraints and cross-field rules that name the field, and the JSON round trip.
+
+Named presets and `section.field=value` overrides live in `presets.py`. Constraints are checked when a
+config is built or a field assigned; `Config.validate()` adds what depends on the machine (files exist,
+the model family is registered).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
-import math
 import re
-import types
-import typing
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from rewardflow_trainer.prompts import prompt_source_problems
 
-MIXED_PRECISIONS = ("no", "fp16", "bf16")
-SDE_TYPES = ("sde", "cps")
 LORA_TARGETS_SD3 = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
-_REWARD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*(_[a-z0-9_]+)?$")
+REWARD_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*(_[a-z0-9_]+)?$"
 
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names every bad field, its value and what was expected."""
 
 
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with an immutable default and a one-line help."""
-    return field(default=default, metadata={"help": help})
+def _split_commas(value: Any) -> Any:
+    """`a,b,c` on the command line is the list [a, b, c] (YAML's `[a, b, c]` works too)."""
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
-@dataclass
-class ModelConfig:
+CommaList = BeforeValidator(_split_commas)
+
+
+def _f(default: Any, help: str, **constraints: Any) -> Any:
+    """A field with a default, a one-line help and pydantic constraints (ge, gt, lt, le)."""
+    return Field(default, description=help, **constraints)
+
+
+def _section(factory: Any, help: str) -> Any:
+    return Field(default_factory=factory, description=help)
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated, floats must be finite."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, coerce_numbers_to_str=True)
+
+
+class ModelConfig(Section):
     """Which model to fine-tune and how it runs."""
 
     family: str = _f("sd3", "model family (the registry in rewardflow_trainer.models)")
     pretrained: str | None = _f(None, "HF id or local path; None = the tiny random model built from tiny_seed")
     tiny_seed: int = _f(0, "seed of the tiny random model's weights (used when pretrained is None)")
     revision: str | None = _f(None, "HF revision of the pretrained weights")
-    resolution: int = _f(512, "image side in pixels (square)")
-    mixed_precision: str = _f("fp16", "autocast dtype for the model: no, fp16 or bf16 (the SDE step stays float32)")
+    resolution: int = _f(512, "image side in pixels (square, a multiple of 16)", gt=0, multiple_of=16)
+    mixed_precision: Literal["no", "fp16", "bf16"] = _f(
+        "fp16", "autocast dtype for the model: no, fp16 or bf16 (the SDE step stays float32)"
+    )
     gradient_checkpointing: bool = _f(False, "recompute transformer activations in backward to save memory")
 
 
-@dataclass
-class SampleConfig:
+class SampleConfig(Section):
     """How rollouts are sampled (per epoch: num_groups prompts x group_size images, over all ranks)."""
 
-    num_steps: int = _f(10, "denoising steps per training rollout")
-    eval_num_steps: int = _f(40, "denoising steps for evaluation (deterministic ODE, noise 0)")
-    guidance_scale: float = _f(4.5, "classifier-free guidance weight w")
+    num_steps: int = _f(10, "denoising steps per training rollout", ge=1)
+    eval_num_steps: int = _f(40, "denoising steps for evaluation (deterministic ODE, noise 0)", ge=1)
+    guidance_scale: float = _f(4.5, "classifier-free guidance weight w", ge=0)
     cfg: bool = _f(True, "use classifier-free guidance (False = conditional branch only, w ignored)")
     detach_uncond: bool = _f(False, "stop gradients through the unconditional CFG half (older reference)")
-    noise_level: float = _f(0.7, "SDE noise level a (0 = deterministic Euler ODE)")
-    sde_type: str = _f("sde", "step dynamics: sde (Flow-GRPO SDE) or cps (coefficient-preserving)")
-    sde_window: tuple[int, int, int] | None = _f(
+    noise_level: float = _f(0.7, "SDE noise level a (0 = deterministic Euler ODE; at most 1 for cps)", ge=0)
+    sde_type: Literal["sde", "cps"] = _f("sde", "step dynamics: sde (Flow-GRPO SDE) or cps (coefficient-preserving)")
+    sde_window: Annotated[tuple[int, int, int] | None, CommaList] = _f(
         None, "(size, lo, hi): noisy steps only in a window starting in [lo, hi-size]; None = every step"
     )
     same_latent: bool = _f(False, "the group_size images of a prompt start from the same initial noise")
-    batch_size: int = _f(8, "images per sampling batch on each rank")
+    batch_size: int = _f(8, "images per sampling batch on each rank", ge=1)
     num_batches_per_epoch: int | None = _f(
-        None, "sampling batches per rank per epoch; None = num_groups*group_size/(world_size*batch_size)"
+        None, "sampling batches per rank per epoch; None = num_groups*group_size/(world_size*batch_size)", ge=1
     )
-    group_size: int = _f(24, "images per prompt per epoch (k), gathered over all ranks")
-    num_groups: int = _f(48, "unique prompts per epoch (m)")
-    eval_batch_size: int = _f(16, "images per evaluation batch on each rank")
+    group_size: int = _f(24, "images per prompt per epoch (k), gathered over all ranks; a group of one has none", ge=2)
+    num_groups: int = _f(48, "unique prompts per epoch (m)", ge=1)
+    eval_batch_size: int = _f(16, "images per evaluation batch on each rank", ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SampleConfig:
+        if self.sde_type == "cps" and self.noise_level > 1:
+            raise ValueError(f"sample.noise_level = {self.noise_level}: expected in [0, 1] for cps")
+        if self.sde_window is not None:
+            size, lo, hi = self.sde_window
+            if not (0 <= lo < hi <= self.num_steps and 1 <= size <= hi - lo):
+                raise ValueError(
+                    f"sample.sde_window = {self.sde_window}: expected (size, lo, hi) with 0 <= lo < hi <= num_steps "
+                    f"({self.num_steps}) and 1 <= size <= hi - lo"
+                )
+        if self.num_batches_per_epoch is not None:
+            images, per_rank = self.num_groups * self.group_size, self.num_batches_per_epoch * self.batch_size
+            if images % per_rank:
+                raise ValueError(
+                    f"sample.num_batches_per_epoch = {self.num_batches_per_epoch}: expected a value with "
+                    f"num_groups*group_size ({images}) a multiple of num_batches_per_epoch*batch_size"
+                )
+        return self
 
     def batches_per_epoch(self, world_size: int) -> int:
         """Sampling batches per rank per epoch; ConfigError if the grouping does not tile the ranks."""
@@ -89,48 +129,54 @@ class SampleConfig:
         return self.sde_window[0] if self.sde_window is not None else self.num_steps
 
 
-@dataclass
-class LoraConfig:
+class LoraConfig(Section):
     """LoRA adapter on the transformer (peft)."""
 
-    rank: int = _f(32, "adapter rank r")
-    alpha: float = _f(64.0, "adapter scaling alpha (scale = alpha / rank)")
-    target_modules: tuple[str, ...] = _f(LORA_TARGETS_SD3, "module names the adapter wraps")
-    dropout: float = _f(0.0, "dropout on the adapter input")
+    rank: int = _f(32, "adapter rank r", ge=1)
+    alpha: float = _f(64.0, "adapter scaling alpha (scale = alpha / rank)", gt=0)
+    target_modules: Annotated[tuple[str, ...], CommaList] = _f(
+        LORA_TARGETS_SD3, "module names the adapter wraps (or train.lora=null for full fine-tuning)", min_length=1
+    )
+    dropout: float = _f(0.0, "dropout on the adapter input", ge=0, lt=1)
 
 
-@dataclass
-class EmaConfig:
+class EmaConfig(Section):
     """Exponential moving average of the trainable weights (eval and checkpoints only, never rollouts)."""
 
     enabled: bool = _f(True, "keep an EMA copy of the trainable weights")
-    decay: float = _f(0.9, "EMA decay (warm-up min((1+t)/(10+t), decay))")
-    update_every: int = _f(8, "optimizer steps between EMA updates")
+    decay: float = _f(0.9, "EMA decay (warm-up min((1+t)/(10+t), decay))", ge=0, lt=1)
+    update_every: int = _f(8, "optimizer steps between EMA updates", ge=1)
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """The GRPO update."""
 
-    learning_rate: float = _f(3e-4, "AdamW learning rate")
-    adam_betas: tuple[float, float] = _f((0.9, 0.999), "AdamW (beta1, beta2)")
-    weight_decay: float = _f(1e-4, "AdamW weight decay")
-    adam_eps: float = _f(1e-8, "AdamW epsilon")
-    max_grad_norm: float = _f(1.0, "gradient-norm clip")
-    clip_range: float = _f(1e-4, "PPO ratio clip epsilon")
-    beta: float = _f(0.04, "weight of the KL penalty to the reference model (0 = no reference pass)")
-    timestep_fraction: float = _f(0.99, "fraction of the stored steps that are trained (first ones, in order)")
-    num_inner_epochs: int = _f(1, "passes over each epoch's samples")
-    batch_size: int = _f(8, "samples per training micro-batch on each rank")
+    learning_rate: float = _f(3e-4, "AdamW learning rate", gt=0)
+    adam_betas: Annotated[tuple[float, float], CommaList] = _f((0.9, 0.999), "AdamW (beta1, beta2), each in [0, 1)")
+    weight_decay: float = _f(1e-4, "AdamW weight decay", ge=0)
+    adam_eps: float = _f(1e-8, "AdamW epsilon", gt=0)
+    max_grad_norm: float = _f(1.0, "gradient-norm clip", gt=0)
+    clip_range: float = _f(1e-4, "PPO ratio clip epsilon", gt=0)
+    beta: float = _f(0.04, "weight of the KL penalty to the reference model (0 = no reference pass)", ge=0)
+    timestep_fraction: float = _f(
+        0.99, "fraction of the stored steps that are trained (first ones, in order)", gt=0, le=1
+    )
+    num_inner_epochs: int = _f(1, "passes over each epoch's samples", ge=1)
+    batch_size: int = _f(8, "samples per training micro-batch on each rank", ge=1)
     gradient_accumulation_steps: int | None = _f(
-        None, "micro-batches per optimizer step; None = half the sampling batches per epoch (at least 1)"
+        None, "micro-batches per optimizer step; None = half the sampling batches per epoch (at least 1)", ge=1
     )
-    adv_clip_max: float = _f(5.0, "clip advantages to [-adv_clip_max, adv_clip_max]")
+    adv_clip_max: float = _f(5.0, "clip advantages to [-adv_clip_max, adv_clip_max]", gt=0)
     global_std: bool = _f(True, "normalize advantages by the std of all rewards of the epoch (else per prompt)")
-    lora: LoraConfig | None = field(
-        default_factory=LoraConfig, metadata={"help": "LoRA adapter; None = full fine-tuning"}
-    )
-    ema: EmaConfig = field(default_factory=EmaConfig, metadata={"help": "EMA of the trainable weights"})
+    lora: LoraConfig | None = _section(LoraConfig, "LoRA adapter; null = full fine-tuning")
+    ema: EmaConfig = _section(EmaConfig, "EMA of the trainable weights")
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"expected two values in [0, 1), got {betas}")
+        return betas
 
     def accumulation_steps(self, batches_per_epoch: int) -> int:
         """Micro-batches per optimizer step, resolving None to the reference's half an epoch."""
@@ -139,82 +185,169 @@ class TrainConfig:
         return max(1, batches_per_epoch // 2)
 
 
-@dataclass
-class RewardConfig:
+def _drop_removed(entries: Any) -> Any:
+    """`reward.weights.NAME=null` on the command line removes that entry."""
+    return {k: v for k, v in entries.items() if v is not None} if isinstance(entries, dict) else entries
+
+
+class RewardConfig(Section):
     """Which rewards, their weights, and where the services are."""
 
-    weights: dict[str, float] = field(
-        default_factory=lambda: {"jpeg_compressibility": 1.0}, metadata={"help": "reward name -> weight of its score"}
+    weights: Annotated[dict[str, float], BeforeValidator(_drop_removed)] = Field(
+        default_factory=lambda: {"jpeg_compressibility": 1.0},
+        description="reward name ('<service>' or '<service>_<score key>') -> weight of its score",
+        min_length=1,
     )
-    endpoints: dict[str, list[str]] | None = field(
-        default=None, metadata={"help": "service -> base URLs; None = the local stack file"}
+    endpoints: Annotated[dict[str, Annotated[list[str], CommaList]] | None, BeforeValidator(_drop_removed)] = _f(
+        None, "service -> base URLs; null = the local stack (started or found)"
     )
     start_local_stack: bool = _f(False, "start the needed services as local processes when none is running")
-    timeout_s: float = _f(60.0, "per-request timeout of the reward client")
-    max_retries: int = _f(4, "retries of a failed idempotent request")
+    timeout_s: float = _f(60.0, "per-request timeout of the reward client", gt=0)
+    max_retries: int = _f(4, "retries of a failed idempotent request", ge=0)
     api_key: str | None = _f(None, "API key sent to the services (never written to the saved config)")
 
-    def services(self) -> list[str]:
-        """Service names the weights need (the part of each reward name before the first '_')."""
-        return sorted({name.split("_", 1)[0] for name in self.weights})
+    @field_validator("weights")
+    @classmethod
+    def _reward_names(cls, weights: dict[str, float]) -> dict[str, float]:
+        for name, weight in weights.items():
+            if not re.match(REWARD_NAME_PATTERN, name):
+                raise ValueError(
+                    f"reward.weights.{name} = {weight}: expected a reward name '<service>' or '<service>_<score_key>'"
+                )
+        return weights
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, endpoints: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        for service, urls in (endpoints or {}).items():
+            if not urls or not all(u.startswith(("http://", "https://")) for u in urls):
+                raise ValueError(f"reward.endpoints.{service} = {urls}: expected a non-empty list of http(s):// URLs")
+        return endpoints
+
+    @model_validator(mode="after")
+    def _endpoints_cover_weights(self) -> RewardConfig:
+        if self.endpoints is not None:
+            self.services(list(self.endpoints))
+        return self
+
+    def services(self, known: Sequence[str]) -> list[str]:
+        """The services the weights need, among `known` ones (the client's rule: longest name prefix)."""
+        from rewardflow_proto.client_policy import service_of
+
+        needed = set()
+        for name in self.weights:
+            try:
+                needed.add(service_of(name, known))
+            except ValueError:
+                raise ValueError(
+                    f"reward.weights.{name} = {self.weights[name]}: expected a reward of one of the services "
+                    f"{sorted(known)} ('<service>' or '<service>_<score key>')"
+                ) from None
+        return sorted(needed)
 
 
-@dataclass
-class PromptConfig:
+class PromptConfig(Section):
     """Where train and eval prompts come from: a built-in set name, a .txt file or a .jsonl file."""
 
     train: str = _f("tiny", "training prompts: built-in name, .txt (one per line) or .jsonl ({'prompt': ...})")
     eval: str = _f("tiny_eval", "held-out evaluation prompts (same forms)")
-    eval_limit: int | None = _f(None, "evaluate on the first N eval prompts only; None = all")
+    eval_limit: int | None = _f(None, "evaluate on the first N eval prompts only; None = all", ge=1)
+
+    @model_validator(mode="after")
+    def _known_forms(self) -> PromptConfig:
+        problems = [
+            p for k in ("train", "eval") for p in prompt_source_problems(f"prompts.{k}", getattr(self, k), False)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
-@dataclass
-class RunConfig:
+class RunConfig(Section):
     """Run length, seeds, outputs."""
 
-    epochs: int = _f(1000, "training epochs")
+    epochs: int = _f(1000, "training epochs", ge=1)
     seed: int = _f(42, "base seed (prompt sampler uses seed + epoch on every rank)")
-    out_dir: str = _f("runs/rewardflow", "run directory: metrics.jsonl, plots, grids, checkpoints, config.json")
-    eval_every: int = _f(60, "evaluate every N epochs (0 = never)")
-    save_every: int = _f(60, "checkpoint every N epochs (0 = only at the end)")
-    grid_every: int = _f(60, "save a captioned sample grid every N epochs (0 = first and last only)")
-    keep_checkpoints: int = _f(3, "keep the last K checkpoints")
+    out_dir: str = _f(
+        "runs/rewardflow", "run directory: metrics.jsonl, plots, grids, checkpoints, config.json", min_length=1
+    )
+    eval_every: int = _f(60, "evaluate every N epochs (0 = never)", ge=0)
+    save_every: int = _f(60, "checkpoint every N epochs (0 = only at the end)", ge=0)
+    grid_every: int = _f(60, "save a captioned sample grid every N epochs (0 = first and last only)", ge=0)
+    keep_checkpoints: int = _f(3, "keep the last K checkpoints", ge=1)
     resume: str | None = _f(None, "checkpoint dir, or a run dir (its latest checkpoint), to resume from")
-    log_every: int = _f(1, "write metrics every N epochs")
+    log_every: int = _f(1, "write metrics every N epochs", ge=1)
     wandb: bool = _f(False, "also log to Weights & Biases (needs the wandb package)")
     wandb_project: str = _f("rewardflow", "wandb project name")
     progress: bool = _f(True, "show progress bars")
 
 
-@dataclass
-class Config:
+class Config(Section):
     """Everything a training run reads; the trainer never reads an untyped dict."""
 
-    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "model"})
-    sample: SampleConfig = field(default_factory=SampleConfig, metadata={"help": "rollout sampling"})
-    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "policy update"})
-    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "rewards"})
-    prompts: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "prompt sets"})
-    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "run"})
+    model: ModelConfig = _section(ModelConfig, "model")
+    sample: SampleConfig = _section(SampleConfig, "rollout sampling")
+    train: TrainConfig = _section(TrainConfig, "policy update")
+    reward: RewardConfig = _section(RewardConfig, "rewards")
+    prompts: PromptConfig = _section(PromptConfig, "prompt sets")
+    run: RunConfig = _section(RunConfig, "run")
     preset: str = _f("", "name of the preset this config started from ('' = none)")
 
+    @model_validator(mode="after")
+    def _cps_kl_needs_noise(self) -> Config:
+        # The CPS step's std is sigma_next * sin(a pi/2): 0 at the last step, where the KL's 1/(2 s^2) makes
+        # 0/0 and the weights non-finite after one update (docs/algorithm.md, "CPS and the last step").
+        s, t = self.sample, self.train
+        if s.sde_type == "cps" and t.beta > 0 and self.trains_last_step():
+            where = f"sample.sde_window = {s.sde_window}" if s.sde_window else "train.timestep_fraction = 1.0"
+            raise ValueError(
+                f"sample.sde_type = 'cps' with train.beta = {t.beta} trains the last step ({where}), where the CPS "
+                "noise is 0 and the KL divides 0 by 0: set train.timestep_fraction below 1 (the window's hi below "
+                "sample.num_steps), or train.beta = 0"
+            )
+        return self
+
+    def trains_last_step(self) -> bool:
+        """Whether the final step (sigma_next = 0) can be trained: a window reaching it, or every step kept."""
+        if self.sample.sde_window is not None:  # a window's steps are all trained, whatever timestep_fraction says
+            return self.sample.sde_window[2] == self.sample.num_steps
+        return self.train.timestep_fraction == 1.0  # int(T * fraction) < T for every fraction below 1
+
+    @classmethod
+    def build(cls, data: dict[str, Any]) -> Config:
+        """Validate a nested dict (as written by to_dict); ConfigError names every bad field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise ConfigError(format_errors(error)) from None
+
     def validate(self, check_paths: bool = True) -> Config:
-        """Raise ConfigError naming every invalid field; check_paths also requires files to exist."""
-        problems = _problems(self, check_paths)
+        """Every rule again (fields may have been assigned since), plus what depends on the machine: the family
+        is registered and, with check_paths, the files named exist."""
+        from rewardflow_trainer.models import FAMILIES  # heavy (diffusers); only when validating
+
+        Config.build(self.to_dict(redact=False))  # cross-section rules do not rerun on a nested assignment
+        problems = []
+        if self.model.family not in FAMILIES:
+            problems.append(f"model.family = {self.model.family!r}: expected one of {sorted(FAMILIES)}")
+        for key in ("train", "eval"):
+            problems += prompt_source_problems(f"prompts.{key}", getattr(self.prompts, key), check_paths)
+        if check_paths and self.run.resume is not None and not Path(self.run.resume).exists():
+            problems.append(f"run.resume = {self.run.resume!r}: expected an existing checkpoint or run directory")
         if problems:
             raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
         return self
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists); redact drops the API key."""
-        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        data = self.model_dump(mode="json")
         if redact:
             data["reward"]["api_key"] = None
         return data
 
     def to_json(self, redact: bool = True) -> str:
         """Indented JSON text."""
-        return json.dumps(self.to_dict(redact), indent=2, sort_keys=False) + "\n"
+        return json.dumps(self.to_dict(redact), indent=2) + "\n"
 
     def save(self, path: str | Path) -> Path:
         """Write config.json (API key redacted)."""
@@ -223,97 +356,32 @@ class Config:
         return path
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Config:
-        """Build from a dict as written by to_dict; unknown keys are errors."""
-        return convert_value(data, cls, "")
-
-    @classmethod
     def load(cls, path: str | Path) -> Config:
         """Read a config.json."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.build(json.loads(Path(path).read_text()))
 
 
-# --- typed conversion (JSON values and command-line text) -------------------------------------
+# --- keys and messages -------------------------------------------------------------------------
 
 
-def union_args(hint: Any) -> tuple[Any, ...] | None:
-    """The members of `X | Y` / Optional[X], None for any other hint."""
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        return typing.get_args(hint)
+def _section_type(info: FieldInfo) -> type[BaseModel] | None:
+    """The config section a field holds (through `X | None`), or None for a plain value."""
+    hint = info.annotation
+    for option in getattr(hint, "__args__", None) or (hint,):
+        if isinstance(option, type) and issubclass(option, BaseModel):
+            return option
     return None
 
 
-def field_types(cls: type) -> dict[str, Any]:
-    """Field name -> resolved type hint of a config dataclass."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def type_name(hint: Any) -> str:
-    """A readable name of a type hint for error messages."""
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def convert_value(value: Any, hint: Any, path: str) -> Any:
-    """Check a JSON-typed value against a type hint and build the typed value (tuples, dataclasses)."""
-    where = path or "config"
-    args = union_args(hint)
-    if args is not None:
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return convert_value(value, option, path)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where} = {value!r}: expected {type_name(hint)}")
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} = {value!r}: expected a mapping of {hint.__name__} fields")
-        known = field_types(hint)
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            prefix = f"{path}." if path else ""
-            raise ConfigError(unknown_key_message(prefix + unknown[0], [prefix + k for k in known]))
-        kwargs = {k: convert_value(v, known[k], f"{path}.{k}" if path else k) for k, v in value.items()}
-        return hint(**kwargs)
-    origin = typing.get_origin(hint)
-    if origin is tuple or origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} = {value!r}: expected a list ({type_name(hint)})")
-        items = typing.get_args(hint)
-        if origin is tuple and not (len(items) == 2 and items[1] is Ellipsis):
-            if len(value) != len(items):
-                raise ConfigError(f"{where} = {value!r}: expected {len(items)} items ({type_name(hint)})")
-            return tuple(convert_value(v, t, f"{path}[{i}]") for i, (v, t) in enumerate(zip(value, items, strict=True)))
-        converted = [convert_value(v, items[0], f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(converted) if origin is tuple else converted
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} = {value!r}: expected a mapping ({type_name(hint)})")
-        key_type, value_type = typing.get_args(hint)
-        return {convert_value(k, key_type, path): convert_value(v, value_type, f"{path}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} = {value!r}: expected true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} = {value!r}: expected an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} = {value!r}: expected a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} = {value!r}: expected a string")
-        return value
-    raise ConfigError(f"{where}: unsupported config type {type_name(hint)}")
+def config_keys(cls: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts (nested sections expanded)."""
+    keys = []
+    for name, info in cls.model_fields.items():
+        keys.append(prefix + name)
+        section = _section_type(info)
+        if section is not None:
+            keys.extend(config_keys(section, f"{prefix}{name}."))
+    return keys
 
 
 def unknown_key_message(key: str, valid: list[str]) -> str:
@@ -323,133 +391,19 @@ def unknown_key_message(key: str, valid: list[str]) -> str:
     return f"unknown config key {key!r}{hint}"
 
 
-# --- validation --------------------------------------------------------------------------------
+_KEYED = re.compile(r"^[a-z_]+\.[\w.-]+ = ")
 
 
-def _problems(config: Config, check_paths: bool) -> list[str]:
-    """Every invalid field as 'key = value: expected ...'."""
-    out: list[str] = []
-
-    def need(ok: bool, key: str, value: Any, expected: str) -> None:
-        if not ok:
-            out.append(f"{key} = {value!r}: expected {expected}")
-
-    m, s, t, r, p, run = config.model, config.sample, config.train, config.reward, config.prompts, config.run
-    from rewardflow_trainer.models import FAMILIES  # heavy (diffusers); only when validating
-
-    need(m.family in FAMILIES, "model.family", m.family, f"one of {sorted(FAMILIES)}")
-    need(m.resolution > 0 and m.resolution % 16 == 0, "model.resolution", m.resolution, "a positive multiple of 16")
-    need(
-        m.mixed_precision in MIXED_PRECISIONS, "model.mixed_precision", m.mixed_precision, f"one of {MIXED_PRECISIONS}"
-    )
-
-    need(s.num_steps >= 1, "sample.num_steps", s.num_steps, ">= 1")
-    need(s.eval_num_steps >= 1, "sample.eval_num_steps", s.eval_num_steps, ">= 1")
-    need(_finite(s.guidance_scale) and s.guidance_scale >= 0, "sample.guidance_scale", s.guidance_scale, ">= 0")
-    need(s.sde_type in SDE_TYPES, "sample.sde_type", s.sde_type, f"one of {SDE_TYPES}")
-    top = 1.0 if s.sde_type == "cps" else math.inf
-    need(
-        _finite(s.noise_level) and 0 <= s.noise_level <= top,
-        "sample.noise_level",
-        s.noise_level,
-        "in [0, 1] for cps" if s.sde_type == "cps" else ">= 0",
-    )
-    if s.sde_window is not None:
-        size, lo, hi = s.sde_window
-        need(
-            0 <= lo < hi <= s.num_steps and 1 <= size <= hi - lo,
-            "sample.sde_window",
-            s.sde_window,
-            f"(size, lo, hi) with 0 <= lo < hi <= num_steps ({s.num_steps}) and 1 <= size <= hi - lo",
-        )
-    need(s.batch_size >= 1, "sample.batch_size", s.batch_size, ">= 1")
-    need(s.eval_batch_size >= 1, "sample.eval_batch_size", s.eval_batch_size, ">= 1")
-    need(s.group_size >= 2, "sample.group_size", s.group_size, ">= 2 (a group of one has no advantage)")
-    need(s.num_groups >= 1, "sample.num_groups", s.num_groups, ">= 1")
-    if s.num_batches_per_epoch is not None:
-        need(s.num_batches_per_epoch >= 1, "sample.num_batches_per_epoch", s.num_batches_per_epoch, ">= 1 or None")
-        images = s.num_groups * s.group_size
-        per_rank = s.num_batches_per_epoch * s.batch_size
-        need(
-            per_rank > 0 and images % per_rank == 0,
-            "sample.num_batches_per_epoch",
-            s.num_batches_per_epoch,
-            f"a value with num_groups*group_size ({images}) a multiple of num_batches_per_epoch*batch_size",
-        )
-
-    need(_finite(t.learning_rate) and t.learning_rate > 0, "train.learning_rate", t.learning_rate, "> 0")
-    need(all(_finite(b) and 0 <= b < 1 for b in t.adam_betas), "train.adam_betas", t.adam_betas, "two values in [0, 1)")
-    need(_finite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
-    need(_finite(t.adam_eps) and t.adam_eps > 0, "train.adam_eps", t.adam_eps, "> 0")
-    need(_finite(t.max_grad_norm) and t.max_grad_norm > 0, "train.max_grad_norm", t.max_grad_norm, "> 0")
-    need(_finite(t.clip_range) and t.clip_range > 0, "train.clip_range", t.clip_range, "> 0")
-    need(_finite(t.beta) and t.beta >= 0, "train.beta", t.beta, ">= 0")
-    need(
-        _finite(t.timestep_fraction) and 0 < t.timestep_fraction <= 1,
-        "train.timestep_fraction",
-        t.timestep_fraction,
-        "in (0, 1]",
-    )
-    need(t.num_inner_epochs >= 1, "train.num_inner_epochs", t.num_inner_epochs, ">= 1")
-    need(t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1")
-    if t.gradient_accumulation_steps is not None:
-        need(
-            t.gradient_accumulation_steps >= 1,
-            "train.gradient_accumulation_steps",
-            t.gradient_accumulation_steps,
-            ">= 1 or None",
-        )
-    need(_finite(t.adv_clip_max) and t.adv_clip_max > 0, "train.adv_clip_max", t.adv_clip_max, "> 0")
-    if t.lora is not None:
-        need(t.lora.rank >= 1, "train.lora.rank", t.lora.rank, ">= 1")
-        need(_finite(t.lora.alpha) and t.lora.alpha > 0, "train.lora.alpha", t.lora.alpha, "> 0")
-        need(
-            len(t.lora.target_modules) > 0,
-            "train.lora.target_modules",
-            t.lora.target_modules,
-            "at least one module name (or train.lora=None for full fine-tuning)",
-        )
-        need(0 <= t.lora.dropout < 1, "train.lora.dropout", t.lora.dropout, "in [0, 1)")
-    need(0 <= t.ema.decay < 1, "train.ema.decay", t.ema.decay, "in [0, 1)")
-    need(t.ema.update_every >= 1, "train.ema.update_every", t.ema.update_every, ">= 1")
-
-    need(len(r.weights) > 0, "reward.weights", r.weights, "at least one reward, e.g. {'jpeg_compressibility': 1.0}")
-    for name, weight in r.weights.items():
-        need(
-            bool(_REWARD_NAME.match(name)),
-            f"reward.weights.{name}",
-            weight,
-            "a reward name '<service>' or '<service>_<score_key>' (lower case)",
-        )
-        need(_finite(weight), f"reward.weights.{name}", weight, "a finite number")
-    if r.endpoints is not None:
-        for service in r.services():
-            need(service in r.endpoints, "reward.endpoints", r.endpoints, f"URLs for service {service!r}")
-        for service, urls in r.endpoints.items():
-            need(
-                len(urls) > 0 and all(u.startswith(("http://", "https://")) for u in urls),
-                f"reward.endpoints.{service}",
-                urls,
-                "a non-empty list of http(s):// URLs",
-            )
-    need(_finite(r.timeout_s) and r.timeout_s > 0, "reward.timeout_s", r.timeout_s, "> 0")
-    need(r.max_retries >= 0, "reward.max_retries", r.max_retries, ">= 0")
-
-    for key, source in (("prompts.train", p.train), ("prompts.eval", p.eval)):
-        out.extend(prompt_source_problems(key, source, check_paths))
-    if p.eval_limit is not None:
-        need(p.eval_limit >= 1, "prompts.eval_limit", p.eval_limit, ">= 1 or None")
-
-    need(run.epochs >= 1, "run.epochs", run.epochs, ">= 1")
-    for key in ("eval_every", "save_every", "grid_every"):
-        need(getattr(run, key) >= 0, f"run.{key}", getattr(run, key), ">= 0 (0 = never / first and last only)")
-    need(run.keep_checkpoints >= 1, "run.keep_checkpoints", run.keep_checkpoints, ">= 1")
-    need(run.log_every >= 1, "run.log_every", run.log_every, ">= 1")
-    need(bool(run.out_dir), "run.out_dir", run.out_dir, "a directory path")
-    if check_paths and run.resume is not None:
-        need(Path(run.resume).exists(), "run.resume", run.resume, "an existing checkpoint or run directory")
-    return out
-
-
-def _finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def format_errors(error: ValidationError) -> str:
+    """pydantic's errors as 'key = value: what was expected', one line each."""
+    lines = []
+    for item in error.errors(include_url=False):
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(unknown_key_message(key, config_keys()))
+        elif item["type"] == "value_error" and _KEYED.match(str(item["ctx"]["error"])):
+            lines.append(str(item["ctx"]["error"]))  # a cross-field rule: its message names the field itself
+        else:
+            message = str(item["ctx"]["error"]) if item["type"] == "value_error" else item["msg"]
+            lines.append(f"{key} = {item['input']!r}: {message[:1].lower()}{message[1:]}")
+    return "invalid config:\n  " + "\n  ".join(lines)

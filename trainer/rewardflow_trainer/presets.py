@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 from collections.abc import Callable
 from typing import Any
+
+import yaml
+from pydantic import BaseModel
 
 from rewardflow_trainer.config import (
     Config,
@@ -19,11 +20,6 @@ from rewardflow_trainer.config import (
     RunConfig,
     SampleConfig,
     TrainConfig,
-    convert_value,
-    field_types,
-    type_name,
-    union_args,
-    unknown_key_message,
 )
 
 DEFAULT_PRESET = "tiny_jpeg"
@@ -68,7 +64,7 @@ def tiny_jpeg() -> Config:
 
 
 def _sd3_reference(preset: str, reward: dict[str, float], beta: float, dataset: str, jsonl: bool = False) -> Config:
-    """SD3.5-Medium with the reference's defaults (DESIGN §2): LoRA r32/a64, 48 groups x 24, 10 steps."""
+    """SD3.5-Medium with the reference's defaults (docs/algorithm.md): LoRA r32/a64, 48 groups x 24, 10 steps."""
     suffix = "_metadata.jsonl" if jsonl else ".txt"
     return Config(
         model=ModelConfig(pretrained="stabilityai/stable-diffusion-3.5-medium", resolution=512, mixed_precision="fp16"),
@@ -93,18 +89,24 @@ def sd3_ocr() -> Config:
 
 
 def sd3_geneval() -> Config:
-    """SD3.5-M on GenEval strict correctness, prompts with metadata (KL beta 0.04)."""
-    return _sd3_reference("sd3_geneval", {"geneval_strict": 1.0}, beta=0.04, dataset="geneval", jsonl=True)
+    """SD3.5-M on GenEval's dense score (what the reference trains on; docs/geneval.md), KL beta 0.04."""
+    return _sd3_reference("sd3_geneval", {"geneval": 1.0}, beta=0.04, dataset="geneval", jsonl=True)
 
 
 def sd3_pickscore_fast() -> Config:
     """CFG-free fast variant: CPS noise 0.8, an SDE window of 3 steps in (0, 5), clip 1e-5, no KL."""
     config = _sd3_reference("sd3_pickscore_fast", {"pickscore": 1.0}, beta=0.0, dataset="pickscore")
-    config.sample = dataclasses.replace(
-        config.sample, sde_type="cps", noise_level=0.8, sde_window=(3, 0, 5), cfg=False, guidance_scale=1.0
+    return apply_overrides(
+        config,
+        [
+            "sample.sde_type=cps",
+            "sample.noise_level=0.8",
+            "sample.sde_window=3,0,5",
+            "sample.cfg=false",
+            "sample.guidance_scale=1.0",
+            "train.clip_range=1e-5",
+        ],
     )
-    config.train.clip_range = 1e-5
-    return config
 
 
 PRESETS: dict[str, Callable[[], Config]] = {
@@ -123,126 +125,63 @@ def preset(name: str) -> Config:
     return PRESETS[name]()
 
 
-def build_config(preset_name: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Preset (default: the embedded tiny_jpeg) + `key=value` overrides, not yet validated."""
-    return apply_overrides(preset(preset_name or DEFAULT_PRESET), list(overrides))
+def build_config(
+    preset_name: str | None = None, overrides: list[str] | tuple[str, ...] = (), values: dict[str, Any] | None = None
+) -> Config:
+    """Preset (default: the embedded tiny_jpeg) + `key=value` overrides + typed values; `validate()` is left to do."""
+    return apply_overrides(preset(preset_name or DEFAULT_PRESET), list(overrides), values)
 
 
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
-
-
-def _parse_text(text: str, hint: Any, path: str) -> Any:
-    """Parse one command-line value with the field's type."""
-    args = union_args(hint)
-    if args is not None:
-        if text.strip().lower() in ("none", "null") and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _parse_text(text, options[0], path)
-        return convert_value(json.loads(text), hint, path)
-    origin = typing.get_origin(hint)
+def _value(text: str) -> Any:
+    """A command-line value as YAML (numbers, true/false, [lists], {maps}); none/null is None."""
+    if text.strip().lower() in ("none", "null"):
+        return None
     try:
-        if dataclasses.is_dataclass(hint) or origin is dict:
-            return convert_value(json.loads(text), hint, path)
-        if origin is tuple or origin is list:
-            if text.lstrip().startswith("["):
-                return convert_value(json.loads(text), hint, path)
-            items = typing.get_args(hint)
-            variadic = origin is list or (len(items) == 2 and items[1] is Ellipsis)
-            pieces = [piece.strip() for piece in text.split(",") if piece.strip()]
-            if not variadic and len(pieces) != len(items):
-                raise ConfigError(f"{path} = {text!r}: expected {len(items)} comma-separated values")
-            parsed = [_parse_text(x, items[0] if variadic else items[i], f"{path}[{i}]") for i, x in enumerate(pieces)]
-            return convert_value(parsed, hint, path)
-        if hint is bool:
-            lowered = text.strip().lower()
-            if lowered in _TRUE or lowered in _FALSE:
-                return lowered in _TRUE
-            raise ConfigError(f"{path} = {text!r}: expected one of {_TRUE + _FALSE}")
-        if hint is int:
-            return int(text)
-        if hint is float:
-            return float(text)
-        if hint is str:
-            return text
-    except (ValueError, json.JSONDecodeError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(f"{path} = {text!r}: expected {type_name(hint)} ({error})") from None
-    raise ConfigError(f"{path}: unsupported config type {type_name(hint)}")
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # not YAML (e.g. an unbalanced bracket): the field's type decides whether it is valid
 
 
-def config_keys(cls: type = Config, prefix: str = "") -> list[str]:
-    """Every dotted key a dataclass config accepts (nested dataclasses expanded)."""
-    keys = []
-    for name, hint in field_types(cls).items():
-        key = prefix + name
-        keys.append(key)
-        nested = [a for a in (union_args(hint) or (hint,)) if dataclasses.is_dataclass(a)]
-        if nested:
-            keys.extend(config_keys(nested[0], key + "."))
-    return keys
-
-
-def describe(config: Config) -> str:
-    """Every key with its current value and help line, e.g. for `rewardflow train --show-config`."""
-    lines = []
-
-    def walk(node: Any, prefix: str) -> None:
-        for f in dataclasses.fields(node):
-            value = getattr(node, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
-            else:
-                lines.append(f"{prefix}{f.name} = {json.dumps(value)}  # {f.metadata.get('help', '')}")
-
-    walk(config, "")
-    return "\n".join(lines)
-
-
-def apply_override(config: Config, assignment: str) -> Config:
-    """Apply one `dotted.key=value` in place (value parsed with the field's type); returns config.
-
-    A key into a mapping adds or replaces one entry (`reward.weights.pickscore=1.0`); `=None` removes it.
-    """
+def _split(assignment: str) -> tuple[str, Any]:
+    """`dotted.key=value` -> (key, value parsed as YAML)."""
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r}: expected key=value, e.g. train.learning_rate=1e-3")
     key, text = (part.strip() for part in assignment.split("=", 1))
-    parts = key.split(".")
-    node: Any = config
-    for depth, name in enumerate(parts[:-1]):
-        hints = field_types(type(node))
-        if name not in hints:
-            raise ConfigError(unknown_key_message(key, config_keys()))
-        options = union_args(hints[name]) or (hints[name],)
-        mapping = next((a for a in options if typing.get_origin(a) is dict), None)
-        section = next((a for a in options if dataclasses.is_dataclass(a)), None)
-        if mapping is not None and depth == len(parts) - 2:
-            entries = getattr(node, name) or {}
-            path = ".".join(parts)
-            value = _parse_text(text, typing.get_args(mapping)[1] | None, path)
-            if value is None:
-                entries.pop(parts[-1], None)
+    return key, _value(text)
+
+
+def _assign(data: dict[str, Any], key: str, value: Any) -> None:
+    """Put one value at a dotted key of a config's nested dict; a key into a map adds or replaces one entry."""
+    *parents, leaf = key.split(".")
+    node = data
+    for depth, name in enumerate(parents):
+        if node.get(name) is None:  # a section that is off (train.lora=null) or a map not set yet
+            node[name] = {}
+        elif not isinstance(node[name], dict):
+            raise ConfigError(f"override {key!r}: {'.'.join(parents[: depth + 1])} has no sub-keys")
+        node = node[name]
+    node[leaf] = value
+
+
+def apply_overrides(config: Config, assignments: list[str], values: dict[str, Any] | None = None) -> Config:
+    """A new Config: `config` with `key=value` texts, then already-typed `values` by key, validated by pydantic."""
+    data = config.to_dict(redact=False)
+    for key, value in [*map(_split, assignments), *(values or {}).items()]:
+        _assign(data, key, value)
+    return Config.build(data)
+
+
+def describe(config: Config) -> str:
+    """Every key with its current value and help line, for `rewardflow train --show-config`."""
+    lines = []
+
+    def walk(node: BaseModel, prefix: str) -> None:
+        for name, info in type(node).model_fields.items():
+            value = getattr(node, name)
+            if isinstance(value, BaseModel):
+                walk(value, f"{prefix}{name}.")
             else:
-                entries[parts[-1]] = value
-            setattr(node, name, entries)
-            return config
-        if section is None:
-            raise ConfigError(f"override {key!r}: {'.'.join(parts[: depth + 1])} has no sub-keys")
-        if getattr(node, name) is None:
-            setattr(node, name, section())
-        node = getattr(node, name)
-    hints = field_types(type(node))
-    if parts[-1] not in hints:
-        raise ConfigError(unknown_key_message(key, config_keys()))
-    setattr(node, parts[-1], _parse_text(text, hints[parts[-1]], key))
-    return config
+                lines.append(f"{prefix}{name} = {json.dumps(value)}  # {info.description or ''}")
 
-
-def apply_overrides(config: Config, assignments: list[str]) -> Config:
-    """Apply `key=value` overrides in order (later wins)."""
-    for assignment in assignments:
-        apply_override(config, assignment)
-    return config
+    walk(config, "")
+    return "\n".join(lines)
