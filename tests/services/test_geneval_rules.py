@@ -1,5 +1,6 @@
 """GenEval's rules on constructed detections; every expected verdict is worked out from GenEval's
-evaluate_images.py by hand (thresholds 0.3 / 0.9 counting, 16 objects, position threshold 0.1)."""
+evaluate_images.py by hand (thresholds 0.3 / 0.9 counting, 16 objects, position threshold 0.1), every
+expected `score` from Flow-GRPO's dense formula (test_geneval_dense.py tests that formula itself)."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def test_counting_exact_count_above_point_nine_passes() -> None:
 def test_counting_uses_point_nine_so_a_bus_at_exactly_point_nine_is_not_counted() -> None:
     verdict = judge(THREE_BUSES, [det("bus", 0.95), det("bus", 0.92), det("bus", 0.9), det("bus", 0.5)])
     assert not verdict.strict
-    assert verdict.score == 0.5  # count fails, exclude (fewer than 4) holds
+    assert verdict.score == 1 - 1 / 3  # 2 of 3 buses; the exclude clause earns nothing
     assert verdict.reasons == ["expected at least 3 bus, found 2"]
 
 
@@ -91,7 +92,7 @@ def test_the_same_detections_count_at_point_three_for_other_tags() -> None:
 def test_counting_one_too_many_fails_the_exclude_clause() -> None:
     verdict = judge(THREE_BUSES, [det("bus", 0.99)] * 4)
     assert not verdict.strict
-    assert verdict.score == 0.5
+    assert verdict.score == 1 - 1 / 3  # 4 of 3 buses
     assert verdict.reasons == ["expected fewer than 4 bus, found 4"]
 
 
@@ -226,7 +227,8 @@ def test_each_relation_holds_and_its_opposite_fails(bird_box, relation) -> None:
     assert judge(position_metadata(relation), found).strict
     verdict = judge(position_metadata(opposite), found)
     assert not verdict.strict
-    assert verdict.score == 2 / 3
+    assert verdict.credits == [1.0, 1.0, 0.0, 1.0]  # couch, bird, the failed relation's 0.0 then 1.0
+    assert verdict.score == 3 / 4
     assert verdict.reasons == [f"expected bird {opposite} couch, found bird {relation} couch"]
 
 

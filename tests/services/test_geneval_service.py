@@ -73,22 +73,28 @@ def test_info_names_the_service_its_scores_and_the_local_model(geneval, tiny_mod
     assert info["score_keys"] == ["score", "strict"]
     assert info["model"] == str(tiny_models["detector"])
     assert info["score_range"]["strict"] == [0.0, 1.0]
+    assert info["score_range"]["score"] == [-14.0, 1.0]  # Flow-GRPO's dense score: "a dog" with 16 dogs kept
 
 
 def test_verdicts_follow_the_rules_on_what_the_detector_saw(geneval) -> None:
     reply = score(geneval.url, request([DOG, CAT, TWO_DOGS, RED_DOG]))
     assert reply.errors == [None] * 4
     dog, cat, two_dogs, red_dog = reply.details
-    assert dog["detected"]["dog"] >= 1 and dog["strict"] is True
+    dogs = dog["detected"]["dog"]
+    assert dogs >= 1 and dog["strict"] is True
     assert reply.scores["strict"][:2] == [1.0, 0.0]
-    assert reply.scores["score"][:2] == [1.0, 0.0]
+    # the dense score counts every kept dog: 1 - |1 - N| / 1, so N dogs for "a dog" give 2 - N
+    assert reply.scores["score"][:2] == [1.0 - abs(1 - dogs), 0.0]
+    assert dog["credits"] == [1.0 - abs(1 - dogs)]
     assert cat["failed"] == ["expected at least 1 cat, found 0"]
-    # counting: 0.9 threshold, the tiny dogs are ~0.5 -> none counted; the exclude clause holds
+    # counting: 0.9 threshold, the tiny dogs are ~0.5 -> none counted: count credit 0, the exclude clause earns nothing
     assert two_dogs["detected"] == {}
-    assert reply.scores["score"][2] == 0.5 and reply.scores["strict"][2] == 0.0
+    assert reply.scores["score"][2] == 0.0 and reply.scores["strict"][2] == 0.0
     # colours: CLIP ran on the top dog's masked crop; the verdict agrees with the colour it named
     colour = red_dog["objects"][0]["color"]
     assert reply.scores["strict"][3] == (1.0 if colour == "red" else 0.0)
+    if red_dog["detected"]["dog"] != 1:  # the wrong count adds one 0.0 for the colour clause
+        assert red_dog["credits"] == [1.0 - abs(1 - red_dog["detected"]["dog"]), 0.0]
     assert all(0 <= o["score"] <= 1 and len(o["box"]) == 4 for o in dog["objects"])
 
 

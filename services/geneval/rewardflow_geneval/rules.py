@@ -1,4 +1,4 @@
-"""GenEval's rules as a pure function: detections + metadata -> verdict (no models, no I/O).
+"""GenEval's rules as pure functions: detections + metadata -> verdict and dense score (no models, no I/O).
 
 Facts from djghosh13/geneval `evaluation/evaluate_images.py` (our own code, same rules):
 - a detection counts if its confidence is > 0.3, or > 0.9 when the tag is `counting`;
@@ -11,8 +11,10 @@ Facts from djghosh13/geneval `evaluation/evaluate_images.py` (our own code, same
   the two boxes' sizes (`relative_position` below); colour and position are checked only on
   the most confident objects, position only if the clause's count and colour held;
 - an `exclude` clause fails if `count` or more objects of the class are detected.
-`strict` is GenEval's verdict (every clause holds); `score` is the fraction of checks met (one check
-per count, colour, position and exclude clause; an unchecked colour/position check counts as unmet).
+`strict` is GenEval's verdict (every clause holds). `score` is the dense reward Flow-GRPO trains on
+(yifan123/reward-server `evaluate_reward`, same objects after the same thresholds): the plain mean of
+per-clause credits, see `dense_credits`; it can be negative (`dense_score_range`). docs/geneval.md
+has the formula, its quirks and a worked example.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardflow_geneval.metadata import COLORS, Spec
+from rewardflow_geneval.metadata import COLORS, Requirement, Spec
 
 Box = tuple[float, float, float, float]
 """(x1, y1, x2, y2) in pixels, y downwards."""
@@ -74,12 +76,14 @@ class Check:
 
 @dataclass
 class Verdict:
-    """The outcome for one image: GenEval's strict verdict, the partial score and every check."""
+    """The outcome for one image: GenEval's strict verdict and its checks, the dense credits and score."""
 
     tag: str
     checks: list[Check]
     objects: dict[str, list[Detection]]
     colors: dict[str, list[str]] = field(default_factory=dict)
+    credits: list[float] = field(default_factory=list)
+    """Flow-GRPO's dense credits in the order its reward server appends them (`dense_credits`)."""
 
     @property
     def strict(self) -> bool:
@@ -87,7 +91,8 @@ class Verdict:
 
     @property
     def score(self) -> float:
-        return sum(check.met for check in self.checks) / len(self.checks) if self.checks else 0.0
+        """The dense score: the plain mean of `credits` (0.0 when there are none)."""
+        return dense_score(self.credits)
 
     @property
     def reasons(self) -> list[str]:
@@ -112,6 +117,7 @@ class Verdict:
             "tag": self.tag,
             "strict": self.strict,
             "score": self.score,
+            "credits": list(self.credits),
             "detected": {name: len(found) for name, found in self.objects.items()},
             "objects": objects,
             "failed": self.reasons,
@@ -232,7 +238,13 @@ def evaluate(
             )
         )
     used_colours = {name: list(colors.get(name, ())) for name in objects if colors.get(name)}
-    return Verdict(tag=spec.tag, checks=checks, objects={k: list(v) for k, v in objects.items()}, colors=used_colours)
+    return Verdict(
+        tag=spec.tag,
+        checks=checks,
+        objects={k: list(v) for k, v in objects.items()},
+        colors=used_colours,
+        credits=dense_credits(objects, spec, colors, thresholds.position),
+    )
 
 
 def _colour_check(
@@ -247,9 +259,7 @@ def _colour_check(
     expected = f"{count} {colour} {name}"
     if not ok:
         return Check(clause, "color", expected, False, f"colour of {name} not checked: fewer than {count} found")
-    seen = list(colors.get(name, ()))[: len(found)]
-    if len(seen) < len(found):
-        raise ValueError(f"colors[{name!r}] has {len(seen)} colours; the rules need the top {len(found)} ({expected})")
+    seen = _top_colours(colors, name, len(found), expected)
     hits = seen.count(colour)
     tally = ", ".join(f"{seen.count(c)} {c}" for c in COLORS if c in seen)
     return Check(
@@ -284,3 +294,86 @@ def _position_check(
                     clause, "position", expected, False, f"expected {expected}, found {name} {seen} {target_name}"
                 )
     return Check(clause, "position", expected, True)
+
+
+def _top_colours(colors: Mapping[str, Sequence[str]], name: str, n: int, expected: str) -> list[str]:
+    """The colours of the `n` most confident objects of `name`; ValueError if the caller classified fewer."""
+    seen = list(colors.get(name, ()))[:n]
+    if len(seen) < n:
+        raise ValueError(f"colors[{name!r}] has {len(seen)} colours; the rules need the top {n} ({expected})")
+    return seen
+
+
+def dense_credits(
+    objects: Mapping[str, Sequence[Detection]],
+    spec: Spec,
+    colors: Mapping[str, Sequence[str]] | None = None,
+    position_threshold: float = 0.1,
+) -> list[float]:
+    """Flow-GRPO's per-clause credits (yifan123/reward-server `evaluate_reward`), in the order it appends them.
+
+    Per include clause with count k and N kept objects of its class (all of them, not the top k):
+    count credit 1 - |k - N| / k, unfloored (3 dogs for "a dog" give -1). If N != k the clause fails
+    and adds one 0.0 when it has a colour or a position. Else a colour adds 1 - |k - hits| / k and the
+    clause holds only if every object has the colour; if it still holds, a position adds 0.0 when its
+    target clause failed, else 1.0 when every object stands in the relation to every target object,
+    and 0.0 followed by 1.0 when one does not (the server appends 1.0 after its loop either way).
+    Exclude clauses add nothing.
+    """
+    colors = colors or {}
+    credits: list[float] = []
+    held: list[Sequence[Detection] | None] = []
+    for req in spec.include:
+        found = list(objects.get(req.class_name, ()))
+        ok = _clause_credits(req, found, colors, held, position_threshold, credits)
+        held.append(found if ok else None)
+    return credits
+
+
+def _clause_credits(
+    req: Requirement,
+    found: list[Detection],
+    colors: Mapping[str, Sequence[str]],
+    held: list[Sequence[Detection] | None],
+    position_threshold: float,
+    credits: list[float],
+) -> bool:
+    """Append one include clause's credits to `credits`; whether the clause held (a position target)."""
+    k = req.count
+    credits.append(1 - abs(k - len(found)) / k)
+    if len(found) != k:
+        if req.color is not None or req.position is not None:
+            credits.append(0.0)
+        return False
+    if req.color is not None:
+        hits = _top_colours(colors, req.class_name, k, req.describe()).count(req.color)
+        credits.append(1 - abs(k - hits) / k)
+        if hits != k:
+            return False  # the reference skips the position check of a clause whose colour failed
+    if req.position is None:
+        return True
+    relation, target = req.position
+    targets = held[target]
+    if targets is None:
+        credits.append(0.0)
+        return False
+    ok = all(relation in relative_position(a.box, b.box, position_threshold) for a in found for b in targets)
+    if not ok:
+        credits.append(0.0)
+    credits.append(1.0)  # the reference's quirk: a failed relation gives 0.0 and then 1.0 as well
+    return ok
+
+
+def dense_score(credits: Sequence[float]) -> float:
+    """The plain mean of the credits, summed in order as the reference does; 0.0 for none."""
+    return sum(credits) / len(credits) if credits else 0.0
+
+
+def dense_score_range(max_objects: int) -> tuple[float, float]:
+    """(lowest, highest) dense score when at most `max_objects` objects of a class are kept.
+
+    Colour and position credits lie in [0, 1]; a count credit is lowest for k = 1 and N = max_objects,
+    1 - (max_objects - 1) = 2 - max_objects, and a mean is never below its lowest credit, so the bound
+    is min(0, 2 - max_objects): -14 with GenEval's 16, reached by "a dog" with 16 dogs kept.
+    """
+    return (min(0.0, 2.0 - max_objects), 1.0)

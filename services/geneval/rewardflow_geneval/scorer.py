@@ -1,15 +1,15 @@
 """The GenEval reward: detect objects, classify the colours GenEval asks about, apply GenEval's rules.
 
-Scores per image (both in [0, 1]):
-- `score` (primary): the fraction of the metadata's checks that hold (count, colour, position and
-  exclude clauses). The primary key because it is the denser signal, and because Flow-GRPO's
-  training reward is a partial-credit score too: its GenEval server (yifan123/reward-server,
-  reward_server/gen_eval.py `evaluate_reward`) returns a per-clause credit that flow_grpo/rewards.py
-  sums into the reward (`rewards["avg"]`), while the strict flag is only logged.
+Scores per image:
+- `score` (primary): the dense reward Flow-GRPO trains on, computed as its GenEval reward server
+  (yifan123/reward-server, reward_server/gen_eval.py `evaluate_reward`) computes the `scores` that
+  flow_grpo/rewards.py `multi_score` returns: the plain mean of per-clause count, colour and position
+  credits, quirks included (rules.dense_credits; docs/geneval.md). Range [min(0, 2 - max_objects), 1]
+  ([-14, 1] with GenEval's 16 objects per class): "a dog" with 3 dogs found gives -1.
 - `strict`: 1.0 if GenEval's verdict is "correct" (every clause holds), else 0.0: what the GenEval
   benchmark counts. Ask for it by name: reward `geneval_strict`.
-Details per image: tag, detected objects (class, confidence, box, colour), the checks and, in words,
-why each failed one failed.
+Details per image: tag, detected objects (class, confidence, box, colour), the checks, the dense
+credits and, in words, why each failed check failed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rewardflow_vision import ClipEmbedder, ModelSettings, parse_device, parse_d
 from rewardflow_geneval.colors import ColourClassifier, masked_crop
 from rewardflow_geneval.detector import InstanceDetector
 from rewardflow_geneval.metadata import MetadataError, Spec, parse_metadata
-from rewardflow_geneval.rules import Thresholds, colour_requests, evaluate, select_objects
+from rewardflow_geneval.rules import Thresholds, colour_requests, dense_score_range, evaluate, select_objects
 
 DEFAULT_DETECTOR = "facebook/mask2former-swin-small-coco-instance"
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
@@ -63,7 +63,11 @@ class GenevalScorer:
     model_id = DEFAULT_DETECTOR
     device = "cpu"
     score_keys = ("score", "strict")
-    score_range: ClassVar[dict[str, tuple[float | None, float | None]]] = {"score": (0.0, 1.0), "strict": (0.0, 1.0)}
+    score_range: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "score": dense_score_range(Thresholds().max_objects),
+        "strict": (0.0, 1.0),
+    }
+    """`score`'s floor follows REWARDFLOW_MAX_OBJECTS: load() sets it from the settings."""
     max_batch_size = 32
 
     def __init__(self) -> None:
@@ -79,6 +83,7 @@ class GenevalScorer:
         device = parse_device(self.device)
         dtype = parse_dtype(settings.dtype, device)
         self.thresholds = settings.thresholds()
+        self.score_range = {**self.score_range, "score": dense_score_range(self.thresholds.max_objects)}
         self.clip_model_id = settings.clip_model
         self.detector = InstanceDetector.load(self.model_id, device=device, dtype=dtype, revision=settings.revision)
         embedder = ClipEmbedder.load(settings.clip_model, device=str(device), dtype=settings.dtype)
