@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 import torch
 from rewardflow_trainer.models import Guidance, SD3Family
@@ -38,3 +40,18 @@ def make_generator():
         return torch.Generator().manual_seed(seed)
 
     return make
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread, as the CLI gives the tiny model (see rewardflow_trainer.cli.cpu_threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def jpeg_url(module_service_process: Callable) -> str:
+    """A jpeg service process shared by the tests of one module."""
+    return module_service_process("jpeg").url

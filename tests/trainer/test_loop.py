@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,7 @@ from rewardflow_trainer.logging import read_metrics
 from rewardflow_trainer.loop import train
 from rewardflow_trainer.presets import build_config
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """As the CLI does for the tiny model (see rewardflow_trainer.cli.cpu_threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def jpeg_url(module_service_process: Callable) -> str:
-    return module_service_process("jpeg").url
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def small_config(out: Path, url: str, *overrides: str) -> Config:

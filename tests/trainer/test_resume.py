@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,7 @@ from rewardflow_trainer.loop import train
 from rewardflow_trainer.presets import build_config
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """As the CLI does for the tiny model (see rewardflow_trainer.cli.cpu_threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def jpeg_url(module_service_process: Callable) -> str:
-    return module_service_process("jpeg").url
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def _config(out: Path, url: str, epochs: int, *overrides: str) -> Config:

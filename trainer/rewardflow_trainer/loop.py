@@ -1,8 +1,18 @@
-"""The epoch loop: sample (scoring overlaps) → gather rewards → advantages → GRPO update → eval → checkpoint."""
+"""The epoch loop, phase by phase as in Flow-GRPO's Algorithm 1 (docs/architecture.md, "One epoch"):
+
+    for each epoch:
+        rollout    = sample(...)            1. SDE rollouts with per-step log-probs; scoring overlaps
+        advantages = advantages(...)        2. every rank's rewards -> per-prompt group normalization
+        info       = update_policy(...)     3. clipped-ratio loss + KL, step by step, on shuffled minibatches
+        metrics    = epoch_metrics(...)     4. rewards, losses, timings
+        evaluate_and_save(...)              5. held-out eval, grids, checkpoint
+
+Everything that a checkpoint holds is one `RunState`; the fixed parts of a run (model, sampler,
+services, outputs) are one `Run`.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,32 +33,114 @@ from rewardflow_trainer.ema import EMA
 from rewardflow_trainer.grpo import GRPOUpdater, UpdateSettings, trained_step_count
 from rewardflow_trainer.logging import RunLogger, read_metrics
 from rewardflow_trainer.lora import Policy
-from rewardflow_trainer.models import Guidance, load_family
-from rewardflow_trainer.prompts import GroupedPromptSampler, eval_batches, load_prompts
+from rewardflow_trainer.models import Guidance, ModelFamily, load_family
+from rewardflow_trainer.prompts import GroupedPromptSampler, Prompt, eval_batches, load_prompts
 from rewardflow_trainer.rewards import RewardScorer
+from rewardflow_trainer.run_outputs import RunResult, dump_advantages, finish
 from rewardflow_trainer.sampling import SdeWindow, Trajectory, group_latent_seeds, sample_eval, sample_trajectories
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-
-@dataclass
-class RunResult:
-    """What a finished run reports: the training reward at its start and end, and where things are."""
-
-    out_dir: Path
-    reward_start: float
-    reward_end: float
-    wall_s: float
-
-    @property
-    def summary(self) -> str:
-        change = 100.0 * (self.reward_end - self.reward_start) / max(abs(self.reward_start), 1e-12)
-        return f"reward start {self.reward_start:.4g} → end {self.reward_end:.4g} ({change:+.1f}%)"
+__all__ = ["RunResult", "RunState", "make_accelerator", "train"]
 
 
 def make_accelerator(config: Config) -> Accelerator:
-    """The accelerator of a run: mixed precision from the config, accumulation over minibatches × steps."""
+    """The accelerator of a run: mixed precision from the config, on CUDA when there is one.
+
+    Gradient accumulation is set by the loop (minibatches per optimizer step x trained steps).
+    """
     return Accelerator(mixed_precision=config.model.mixed_precision, cpu=not torch.cuda.is_available())
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How one epoch divides on this many ranks: sampling batches, training minibatches, trained steps."""
+
+    batches_per_epoch: int
+    num_minibatches: int
+    accumulation: int
+    num_trained_steps: int
+
+    @classmethod
+    def of(cls, config: Config, world_size: int) -> EpochPlan:
+        """The plan, or ConfigError where the config cannot be trained as asked."""
+        batches = config.sample.batches_per_epoch(world_size)
+        local_samples = batches * config.sample.batch_size
+        num_minibatches = max(1, local_samples // config.train.batch_size)
+        accumulation = config.train.accumulation_steps(batches)
+        if num_minibatches % accumulation:
+            raise ConfigError(
+                f"train.gradient_accumulation_steps = {accumulation} must divide the {num_minibatches} minibatches "
+                f"per epoch (= {local_samples} samples per rank / train.batch_size {config.train.batch_size})"
+            )
+        if config.sample.noise_level <= 0:
+            raise ConfigError(
+                f"sample.noise_level = {config.sample.noise_level}: training needs stochastic steps (e.g. 0.7); "
+                "noise 0 is the deterministic ODE, used for evaluation only"
+            )
+        windowed = config.sample.sde_window is not None
+        trained = trained_step_count(config.sample.num_train_timesteps(), config.train.timestep_fraction, windowed)
+        return cls(batches, num_minibatches, accumulation, trained)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds, and a resume restores: weights, optimizer, EMA, RNGs, stat tracker, counters."""
+
+    config: Config
+    policy: Policy
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    generators: dict[str, Any]  # "sample" (SDE noise), "shuffle" (minibatch order), "mask" (padding draws)
+    tracker: PerPromptStatTracker
+    epoch: int = 0  # epochs completed
+    global_step: int = 0  # optimizer steps taken
+
+
+@dataclass
+class Run:
+    """The fixed parts of a run: accelerator, model, the GRPO updater, prompts, reward services and outputs."""
+
+    config: Config
+    acc: Accelerator
+    plan: EpochPlan
+    family: ModelFamily
+    updater: GRPOUpdater
+    guidance: Guidance
+    window: SdeWindow | None
+    sampler: GroupedPromptSampler
+    eval_prompts: list[Prompt]
+    scorer: RewardScorer
+    logger: RunLogger
+    out: Path
+
+
+@dataclass
+class Rollout:
+    """One epoch's samples on this rank, their scores, and how long sampling and waiting for rewards took."""
+
+    samples: Trajectory
+    local_rewards: dict[str, np.ndarray]  # "reward" (the weighted sum) and each component
+    sample_s: float
+    reward_wait_s: float
+
+
+@dataclass
+class PolicyUpdate:
+    """What one epoch's update did: per-step figures (policy_loss, ratio_mean, clipfrac, kl, ...) and its size."""
+
+    figures: dict[str, list[float]]
+    trained_samples: int
+
+
+@dataclass
+class Advantages:
+    """Every rank's rewards gathered, the advantages of all of them, and this rank's slice."""
+
+    gathered: dict[str, np.ndarray]
+    all_prompts: list[str]
+    all_advantages: np.ndarray
+    local: np.ndarray
 
 
 def train(
@@ -60,248 +152,269 @@ def train(
     """Run `config.run.epochs` epochs of GRPO (resuming from `config.run.resume`); every rank calls it."""
     started = time.perf_counter()
     acc = accelerator or make_accelerator(config)
-    run, rank, world = config.run, acc.process_index, acc.num_processes
-    out = Path(run.out_dir)
-    batches_per_epoch = config.sample.batches_per_epoch(world)
-    local_samples = batches_per_epoch * config.sample.batch_size
-    num_minibatches = max(1, local_samples // config.train.batch_size)
-    accumulation = config.train.accumulation_steps(batches_per_epoch)
-    if num_minibatches % accumulation:
-        raise ConfigError(
-            f"train.gradient_accumulation_steps = {accumulation} must divide the {num_minibatches} minibatches per "
-            f"epoch (= {local_samples} samples per rank / train.batch_size {config.train.batch_size})"
-        )
-    if config.sample.noise_level <= 0:
-        raise ConfigError(
-            f"sample.noise_level = {config.sample.noise_level}: training needs stochastic steps (e.g. 0.7); "
-            "noise 0 is the deterministic ODE, used for evaluation only"
-        )
-    windowed = config.sample.sde_window is not None
-    num_trained = trained_step_count(config.sample.num_train_timesteps(), config.train.timestep_fraction, windowed)
-    acc.gradient_accumulation_steps = accumulation * num_trained
+    run, state = setup(config, endpoints, acc, EpochPlan.of(config, acc.num_processes))
+    before_path, after = run.out / "eval_before.npz", None
+    with run.scorer, run.logger:  # closed on errors too: the scorer's thread and connections, the metric files
+        if state.epoch == 0:
+            save_before(run, state, before_path)
+        for epoch in epoch_progress(run, state.epoch):
+            epoch_start = time.perf_counter()
+            rollout = sample(run, state, epoch)
+            advantages = compute_advantages(run, state, rollout, epoch, debug_dir)
+            update = update_policy(run, state, rollout, advantages)
+            metrics = epoch_metrics(run, state, rollout, advantages, update, time.perf_counter() - epoch_start)
+            state.epoch = epoch + 1
+            after = evaluate_and_save(run, state, rollout, metrics) or after
+    records = read_metrics(run.out) if acc.is_main_process else []
+    result = finish(run.out, records, after, before_path, time.perf_counter() - started, acc.is_main_process)
+    acc.wait_for_everyone()
+    return result
 
-    lora = config.train.lora
-    weight_dtype = DTYPES[config.model.mixed_precision] if lora is not None else torch.float32
-    m = config.model
+
+# --- set-up ------------------------------------------------------------------------------------
+
+
+def setup(config: Config, endpoints: dict[str, list[str]], acc: Accelerator, plan: EpochPlan) -> tuple[Run, RunState]:
+    """Load the model, build policy, optimizer, EMA and updater, resume if asked, open prompts, services, logs."""
+    acc.gradient_accumulation_steps = plan.accumulation * plan.num_trained_steps
+    m, t, s, seed, rank = config.model, config.train, config.sample, config.run.seed, acc.process_index
+    weight_dtype = DTYPES[m.mixed_precision] if t.lora is not None else torch.float32
     family = load_family(
         m.family, m.pretrained, dtype=weight_dtype, device=acc.device, seed=m.tiny_seed, resolution=m.resolution
     )
-    policy = Policy(family.transformer, lora, keep_reference=config.train.beta > 0, seed=run.seed)
+    policy = Policy(family.transformer, t.lora, keep_reference=t.beta > 0, seed=seed)
     for param in policy.parameters():  # trainable weights stay float32 under mixed precision
         param.data = param.data.float()
-    if config.model.gradient_checkpointing:
+    if m.gradient_checkpointing:
         family.transformer.enable_gradient_checkpointing()
-    t = config.train
     optimizer = torch.optim.AdamW(
         policy.parameters(), lr=t.learning_rate, betas=t.adam_betas, weight_decay=t.weight_decay, eps=t.adam_eps
     )
     model, optimizer = acc.prepare(family.transformer, optimizer)
-    ema = EMA(policy.parameters(), t.ema.decay, t.ema.update_every) if t.ema.enabled else None
-    guidance = Guidance(config.sample.guidance_scale, config.sample.cfg, config.sample.detach_uncond)
-    settings = UpdateSettings(t.clip_range, t.beta, t.max_grad_norm, num_trained)
-    updater = GRPOUpdater(family, model, policy, optimizer, acc, settings, guidance, ema)
-    tracker = PerPromptStatTracker(global_std=t.global_std, adv_clip_max=t.adv_clip_max)
-    generators: dict[str, Any] = {
-        "sample": torch.Generator(device=acc.device).manual_seed(run.seed * 1000 + 2 * rank + 1),
-        "shuffle": torch.Generator().manual_seed(run.seed * 1000 + 2 * rank + 2),
-        "mask": np.random.default_rng(run.seed * 1000 + rank),
-    }
-    start_epoch = 0
-    if run.resume:
-        state = load_checkpoint(run.resume, policy, optimizer, ema, generators, tracker, rank=rank)
-        start_epoch, updater.global_step = state.epoch, state.global_step
-    sc = config.sample
-    prompts = load_prompts(config.prompts.train)
-    sampler = GroupedPromptSampler(prompts, sc.num_groups, sc.group_size, sc.batch_size, world, rank, run.seed)
-    eval_prompts = load_prompts(config.prompts.eval)
+    state = RunState(
+        config,
+        policy,
+        optimizer,
+        EMA(policy.parameters(), t.ema.decay, t.ema.update_every) if t.ema.enabled else None,
+        generators={
+            "sample": torch.Generator(device=acc.device).manual_seed(seed * 1000 + 2 * rank + 1),
+            "shuffle": torch.Generator().manual_seed(seed * 1000 + 2 * rank + 2),
+            "mask": np.random.default_rng(seed * 1000 + rank),
+        },
+        tracker=PerPromptStatTracker(global_std=t.global_std, adv_clip_max=t.adv_clip_max),
+    )
+    if config.run.resume:
+        saved = load_checkpoint(
+            config.run.resume, policy, optimizer, state.ema, state.generators, state.tracker, rank=rank
+        )
+        state.epoch, state.global_step = saved.epoch, saved.global_step
+    guidance = Guidance(s.guidance_scale, s.cfg, s.detach_uncond)
+    settings = UpdateSettings(t.clip_range, t.beta, t.max_grad_norm, plan.num_trained_steps)
+    updater = GRPOUpdater(family, model, policy, optimizer, acc, settings, guidance, state.ema, state.global_step)
+    world, out = acc.num_processes, Path(config.run.out_dir)
+    sampler = GroupedPromptSampler(
+        load_prompts(config.prompts.train), s.num_groups, s.group_size, s.batch_size, world, rank, seed
+    )
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.json")
-    window = SdeWindow(*config.sample.sde_window) if windowed else None
-    resumed_at = start_epoch + 1 if run.resume else None  # records of epochs after the checkpoint go
-    logger = RunLogger(out, acc.is_main_process, run.wandb, run.wandb_project, config.to_dict(), start_epoch=resumed_at)
-    scorer = RewardScorer(
-        endpoints, config.reward.weights, config.reward.timeout_s, config.reward.max_retries, config.reward.api_key
+    run = Run(
+        config,
+        acc,
+        plan,
+        family,
+        updater,
+        guidance,
+        SdeWindow(*s.sde_window) if s.sde_window is not None else None,
+        sampler,
+        load_prompts(config.prompts.eval),
+        open_scorer(config, endpoints),
+        open_logger(config, acc, out, state.epoch),
+        out,
     )
-
-    saved = (policy, optimizer, ema, generators, tracker, config)  # what a checkpoint holds
-    with scorer, logger:  # closed on errors too: the scorer's thread and connections, the metric files
-
-        def evaluate() -> dict[str, Any]:
-            """Noise-0 ODE with more steps, EMA weights, held-out prompts; images gathered to every rank."""
-            mine = eval_batches(eval_prompts, config.sample.eval_batch_size, world, rank, config.prompts.eval_limit)
-            rows: list[tuple[int, str, np.ndarray, float]] = []
-            with torch.no_grad(), acc.autocast(), ema.swapped_in() if ema is not None else nullcontext():
-                for batch in mine:
-                    seeds = group_latent_seeds(batch.prompts, 0, run.seed)  # the same noise at every eval
-                    steps = sc.eval_num_steps
-                    traj = sample_eval(family, batch.prompts, num_steps=steps, guidance=guidance, latent_seeds=seeds)
-                    scores = scorer.score(traj.images, batch.prompts, batch.metadata).total
-                    rows += list(zip(batch.prompt_ids, batch.prompts, traj.images, scores.tolist(), strict=True))
-            rows = sorted(gather_object(rows), key=lambda r: r[0])
-            return {"prompts": [r[1] for r in rows], "images": [r[2] for r in rows], "rewards": [r[3] for r in rows]}
-
-        before_path = out / "eval_before.npz"
-        if start_epoch == 0:  # the "before" of the before/after grid
-            before = evaluate()
-            logger.log(0, {"eval/reward_mean": float(np.mean(before["rewards"]))})
-            if acc.is_main_process:
-                np.savez(
-                    before_path, images=np.stack(before["images"]), prompts=before["prompts"], rewards=before["rewards"]
-                )
-
-        after: dict[str, Any] | None = None
-        epochs = tqdm(range(start_epoch, run.epochs), desc="epochs", disable=not (run.progress and acc.is_main_process))
-        for epoch in epochs:
-            epoch_start = time.perf_counter()
-            scorer.pop_wait_s()
-            # 1. Sample every batch; batch i is scored on the scorer's thread while batch i+1 samples.
-            parts: list[Trajectory] = []
-            futures, prompt_batches = [], sampler.batches(epoch)
-            for batch in prompt_batches:
-                seeds = group_latent_seeds(batch.prompts, epoch, run.seed) if config.sample.same_latent else None
-                with acc.autocast():
-                    traj = sample_trajectories(
-                        family, batch.prompts, num_steps=sc.num_steps, guidance=guidance, noise_level=sc.noise_level,
-                        sde_type=sc.sde_type, window=window, generator=generators["sample"], latent_seeds=seeds,
-                    )  # fmt: skip
-                futures.append(scorer.submit(traj.images, batch.prompts, batch.metadata))
-                parts.append(traj)
-            results = [scorer.result(f) for f in futures]
-            samples = Trajectory.cat(parts)
-            sample_s = time.perf_counter() - epoch_start
-            wait_s = scorer.pop_wait_s()
-
-            # 2. Rewards of every rank → per-prompt advantages over the whole epoch → this rank's slice.
-            local = {"reward": np.concatenate([r.total for r in results])}
-            for name in results[0].components:
-                local[name] = np.concatenate([r.components[name] for r in results])
-            gathered = {k: acc.gather(torch.from_numpy(v).to(acc.device)).cpu().numpy() for k, v in local.items()}
-            all_prompts = gather_object(list(samples.prompts))
-            tracker.clear()
-            all_advantages = tracker.update(all_prompts, gathered["reward"])
-            advantages = all_advantages[rank * len(samples) : (rank + 1) * len(samples)]
-            if debug_dir is not None:
-                _dump(
-                    Path(debug_dir),
-                    epoch,
-                    rank,
-                    samples.prompts,
-                    local["reward"],
-                    advantages,
-                    all_prompts,
-                    gathered["reward"],
-                    all_advantages,
-                )
-
-            # 3. Drop zero-advantage samples, then inner epochs over shuffled minibatches, step by step.
-            keep = np.flatnonzero(training_mask(advantages, num_minibatches, generators["mask"]))
-            kept, kept_adv = samples.select(keep.tolist()), torch.tensor(advantages[keep], dtype=torch.float32)
-            kept_adv = kept_adv.to(acc.device)
-            info: dict[str, list[float]] = {}
-            updater.begin_epoch()
-            for _inner in range(t.num_inner_epochs):
-                order = torch.randperm(len(kept), generator=generators["shuffle"])
-                for chunk in torch.tensor_split(order, num_minibatches):
-                    for key, values in updater.minibatch(kept.select(chunk), kept_adv[chunk.to(acc.device)]).items():
-                        info.setdefault(key, []).extend(values)
-            epoch_s = time.perf_counter() - epoch_start
-
-            metrics: dict[str, Any] = {}
-            for name, values in gathered.items():
-                metrics[f"{name}_mean"], metrics[f"{name}_std"] = float(values.mean()), float(values.std())
-            metrics.update({k: float(np.mean(v)) for k, v in info.items()})
-            if "ratio_dev_on_policy" in info:
-                metrics["ratio_dev_on_policy"] = float(np.max(info["ratio_dev_on_policy"]))
-            metrics.update(
-                zero_std_ratio=float(np.mean(all_advantages == 0)),
-                trained_samples=len(keep),
-                lr=float(optimizer.param_groups[0]["lr"]),
-                reward_wait_share=wait_s / epoch_s,
-                global_step=updater.global_step,
-            )
-            metrics.update({"time/epoch_s": epoch_s, "time/sample_s": sample_s, "time/reward_wait_s": wait_s})
-            done = epoch + 1
-            if (run.eval_every > 0 and done % run.eval_every == 0) or done == run.epochs:
-                after = evaluate()  # the last one is the "after" of the before/after grid
-                metrics["eval/reward_mean"] = float(np.mean(after["rewards"]))
-            if done % run.log_every == 0 or done == run.epochs:
-                logger.log(done, metrics)
-            epochs.set_postfix(reward=f"{metrics['reward_mean']:.4g}", wait=f"{metrics['reward_wait_share']:.0%}")
-            if acc.is_main_process and ((run.grid_every > 0 and done % run.grid_every == 0) or done in (1, run.epochs)):
-                shown = min(len(samples), 16)
-                grid = plots.image_grid(
-                    samples.images[:shown],
-                    samples.prompts[:shown],
-                    local["reward"][:shown].tolist(),
-                    title=f"epoch {done}",
-                )
-                plots.save_image(grid, out / "grids" / f"epoch-{done:06d}.png")
-                logger.log_image(done, "samples", np.asarray(grid))
-            if (run.save_every > 0 and done % run.save_every == 0) or done == run.epochs:
-                _checkpoint(acc, out, TrainingState(done, updater.global_step), *saved)
-
-    records = read_metrics(out) if acc.is_main_process else []
-    result = _finish(out, records, after, before_path, time.perf_counter() - started, acc.is_main_process)
-    acc.wait_for_everyone()
-    return result
+    return run, state
 
 
-def _checkpoint(acc: Accelerator, out: Path, state: TrainingState, *objects: Any) -> None:
-    policy, optimizer, ema, generators, tracker, config = objects
-    rng_states = gather_object([capture_rng_state(generators)])  # one per rank, rank order
-    if acc.is_main_process:
-        save_checkpoint(
-            out,
-            state,
-            policy,
-            optimizer,
-            ema,
-            rng_states=rng_states,
-            stat_tracker=tracker,
-            config=config,
-            keep=config.run.keep_checkpoints,
-        )
-    acc.wait_for_everyone()
+def open_scorer(config: Config, endpoints: dict[str, list[str]]) -> RewardScorer:
+    """The reward client on its own thread, for the services at `endpoints`."""
+    r = config.reward
+    return RewardScorer(endpoints, r.weights, r.timeout_s, r.max_retries, r.api_key)
 
 
-def _finish(
-    out: Path, records: list[dict], after: dict | None, before_path: Path, wall_s: float, is_main: bool
-) -> RunResult:
-    """Reward curve, before/after grid and summary.json (main process); the start/end training rewards."""
-    rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
-    window = max(1, min(10, len(rewards) // 5))
-    start = float(np.mean(rewards[:window])) if rewards else float("nan")
-    end = float(np.mean(rewards[-window:])) if rewards else float("nan")
-    result = RunResult(out, start, end, wall_s)
-    if not is_main or not rewards:
-        return result
-    plots.reward_curve(records, out / "reward_curve.png", window=window, subtitle=result.summary)
-    if after is not None and before_path.exists():
-        before = np.load(before_path)
-        grid = plots.before_after_grid(
-            after["prompts"],
-            list(before["images"]),
-            after["images"],
-            before["rewards"].tolist(),
-            after["rewards"],
-            labels=("before", "after"),
-        )
-        plots.save_image(grid, out / "before_after.png")
-    summary = {
-        "reward_start": start,
-        "reward_end": end,
-        "summary": result.summary,
-        "wall_s": wall_s,
-        "epochs_averaged": window,
+def open_logger(config: Config, acc: Accelerator, out: Path, resumed_epoch: int) -> RunLogger:
+    """metrics.jsonl, tensorboard (and wandb); on resume, records of epochs after the checkpoint are dropped."""
+    run = config.run
+    start_epoch = resumed_epoch + 1 if run.resume else None
+    return RunLogger(out, acc.is_main_process, run.wandb, run.wandb_project, config.to_dict(), start_epoch=start_epoch)
+
+
+def epoch_progress(run: Run, start_epoch: int) -> tqdm:
+    """The epochs still to run, with a progress bar on the main process."""
+    show = run.config.run.progress and run.acc.is_main_process
+    return tqdm(range(start_epoch, run.config.run.epochs), desc="epochs", disable=not show)
+
+
+# --- 1. sample ---------------------------------------------------------------------------------
+
+
+def sample(run: Run, state: RunState, epoch: int) -> Rollout:
+    """Every sampling batch of the epoch; batch i is scored on the scorer's thread while batch i+1 samples."""
+    start = time.perf_counter()
+    run.scorer.pop_wait_s()
+    s, seed = run.config.sample, run.config.run.seed
+    parts: list[Trajectory] = []
+    futures = []
+    for batch in run.sampler.batches(epoch):
+        seeds = group_latent_seeds(batch.prompts, epoch, seed) if s.same_latent else None
+        with run.acc.autocast():
+            trajectory = sample_trajectories(
+                run.family, batch.prompts, num_steps=s.num_steps, guidance=run.guidance, noise_level=s.noise_level,
+                sde_type=s.sde_type, window=run.window, generator=state.generators["sample"], latent_seeds=seeds,
+            )  # fmt: skip
+        futures.append(run.scorer.submit(trajectory.images, batch.prompts, batch.metadata))
+        parts.append(trajectory)
+    results = [run.scorer.result(future) for future in futures]
+    local = {"reward": np.concatenate([r.total for r in results])}
+    for name in results[0].components:
+        local[name] = np.concatenate([r.components[name] for r in results])
+    return Rollout(Trajectory.cat(parts), local, time.perf_counter() - start, run.scorer.pop_wait_s())
+
+
+# --- 2. advantages -----------------------------------------------------------------------------
+
+
+def compute_advantages(
+    run: Run, state: RunState, rollout: Rollout, epoch: int, debug_dir: str | Path | None = None
+) -> Advantages:
+    """Rewards of every rank -> per-prompt advantages over the whole epoch (groups span ranks) -> this rank's."""
+    acc, n = run.acc, len(rollout.samples)
+    gathered = {
+        k: acc.gather(torch.from_numpy(v).to(acc.device)).cpu().numpy() for k, v in rollout.local_rewards.items()
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    all_prompts = gather_object(list(rollout.samples.prompts))
+    state.tracker.clear()
+    all_advantages = state.tracker.update(all_prompts, gathered["reward"])
+    result = Advantages(
+        gathered, all_prompts, all_advantages, all_advantages[acc.process_index * n : (acc.process_index + 1) * n]
+    )
+    if debug_dir is not None:
+        dump_advantages(Path(debug_dir), epoch, acc.process_index, rollout, result)
     return result
 
 
-def _dump(directory: Path, epoch: int, rank: int, *values: Any) -> None:
-    """Per-rank record of what went into the advantages (tests check groups span ranks)."""
-    keys = ("prompts", "rewards", "advantages", "all_prompts", "all_rewards", "all_advantages")
-    data = {k: v.tolist() if isinstance(v, np.ndarray) else list(v) for k, v in zip(keys, values, strict=True)}
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"epoch{epoch:04d}-rank{rank}.json").write_text(json.dumps({"epoch": epoch, "rank": rank, **data}))
+# --- 3. policy update --------------------------------------------------------------------------
+
+
+def update_policy(run: Run, state: RunState, rollout: Rollout, advantages: Advantages) -> PolicyUpdate:
+    """Drop zero-advantage samples, then inner epochs over shuffled minibatches, each trained step by step."""
+    keep = np.flatnonzero(training_mask(advantages.local, run.plan.num_minibatches, state.generators["mask"]))
+    kept = rollout.samples.select(keep.tolist())
+    kept_advantages = torch.tensor(advantages.local[keep], dtype=torch.float32).to(run.acc.device)
+    figures: dict[str, list[float]] = {}
+    run.updater.begin_epoch()
+    for _inner in range(run.config.train.num_inner_epochs):
+        order = torch.randperm(len(kept), generator=state.generators["shuffle"])
+        for chunk in torch.tensor_split(order, run.plan.num_minibatches):
+            step_info = run.updater.minibatch(kept.select(chunk), kept_advantages[chunk.to(run.acc.device)])
+            for key, values in step_info.items():
+                figures.setdefault(key, []).extend(values)
+    state.global_step = run.updater.global_step
+    return PolicyUpdate(figures, len(keep))
+
+
+# --- 4. metrics --------------------------------------------------------------------------------
+
+
+def epoch_metrics(
+    run: Run, state: RunState, rollout: Rollout, advantages: Advantages, update: PolicyUpdate, epoch_s: float
+) -> dict[str, Any]:
+    """Reward mean/std per reward, the update's figures averaged, the advantage statistics, timings."""
+    metrics: dict[str, Any] = {}
+    for name, values in advantages.gathered.items():
+        metrics[f"{name}_mean"], metrics[f"{name}_std"] = float(values.mean()), float(values.std())
+    metrics.update({k: float(np.mean(v)) for k, v in update.figures.items()})
+    if "ratio_dev_on_policy" in update.figures:  # the worst step, not the mean: it must be exactly 0
+        metrics["ratio_dev_on_policy"] = float(np.max(update.figures["ratio_dev_on_policy"]))
+    metrics.update(
+        zero_std_ratio=state.tracker.stats().zero_std_ratio,
+        trained_samples=update.trained_samples,
+        lr=float(state.optimizer.param_groups[0]["lr"]),
+        reward_wait_share=rollout.reward_wait_s / epoch_s,
+        global_step=state.global_step,
+    )
+    metrics.update({"time/epoch_s": epoch_s, "time/sample_s": rollout.sample_s})
+    metrics["time/reward_wait_s"] = rollout.reward_wait_s
+    return metrics
+
+
+# --- 5. evaluate, log, save --------------------------------------------------------------------
+
+
+def evaluate(run: Run, state: RunState) -> dict[str, Any]:
+    """Noise-0 ODE with the eval step count, EMA weights, held-out prompts; images gathered to every rank."""
+    c, acc = run.config, run.acc
+    mine = eval_batches(run.eval_prompts, c.sample.eval_batch_size, acc.num_processes, acc.process_index,
+                        c.prompts.eval_limit)  # fmt: skip
+    rows: list[tuple[int, str, np.ndarray, float]] = []
+    with torch.no_grad(), acc.autocast(), state.ema.swapped_in() if state.ema is not None else nullcontext():
+        for batch in mine:
+            seeds = group_latent_seeds(batch.prompts, 0, c.run.seed)  # the same noise at every eval
+            trajectory = sample_eval(
+                run.family, batch.prompts, num_steps=c.sample.eval_num_steps, guidance=run.guidance, latent_seeds=seeds
+            )
+            scores = run.scorer.score(trajectory.images, batch.prompts, batch.metadata).total
+            rows += list(zip(batch.prompt_ids, batch.prompts, trajectory.images, scores.tolist(), strict=True))
+    rows = sorted(gather_object(rows), key=lambda r: r[0])
+    return {"prompts": [r[1] for r in rows], "images": [r[2] for r in rows], "rewards": [r[3] for r in rows]}
+
+
+def save_before(run: Run, state: RunState, path: Path) -> None:
+    """Evaluate the untrained model: the "before" of the before/after grid, logged at epoch 0."""
+    before = evaluate(run, state)
+    run.logger.log(0, {"eval/reward_mean": float(np.mean(before["rewards"]))})
+    if run.acc.is_main_process:
+        np.savez(path, images=np.stack(before["images"]), prompts=before["prompts"], rewards=before["rewards"])
+
+
+def evaluate_and_save(run: Run, state: RunState, rollout: Rollout, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """Eval (the last one is the "after" of the grid), metrics, a sample grid and a checkpoint, when due."""
+    r, done = run.config.run, state.epoch
+    last = done == r.epochs
+    after = None
+    if (r.eval_every > 0 and done % r.eval_every == 0) or last:
+        after = evaluate(run, state)
+        metrics["eval/reward_mean"] = float(np.mean(after["rewards"]))
+    if done % r.log_every == 0 or last:
+        run.logger.log(done, metrics)
+    if run.acc.is_main_process and ((r.grid_every > 0 and done % r.grid_every == 0) or done in (1, r.epochs)):
+        save_grid(run, rollout, done)
+    if (r.save_every > 0 and done % r.save_every == 0) or last:
+        checkpoint(run, state)
+    return after
+
+
+def save_grid(run: Run, rollout: Rollout, epoch: int) -> None:
+    """Up to 16 of this epoch's samples, captioned with prompt and reward."""
+    samples, shown = rollout.samples, min(len(rollout.samples), 16)
+    rewards = rollout.local_rewards["reward"][:shown].tolist()
+    grid = plots.image_grid(samples.images[:shown], samples.prompts[:shown], rewards, title=f"epoch {epoch}")
+    plots.save_image(grid, run.out / "grids" / f"epoch-{epoch:06d}.png")
+    run.logger.log_image(epoch, "samples", np.asarray(grid))
+
+
+def checkpoint(run: Run, state: RunState) -> None:
+    """Save the RunState after `state.epoch` epochs (main process; every rank's RNG state gathered)."""
+    rng_states = gather_object([capture_rng_state(state.generators)])  # one per rank, rank order
+    if run.acc.is_main_process:
+        save_checkpoint(
+            run.out,
+            TrainingState(state.epoch, state.global_step),
+            state.policy,
+            state.optimizer,
+            state.ema,
+            rng_states=rng_states,
+            stat_tracker=state.tracker,
+            config=state.config,
+            keep=state.config.run.keep_checkpoints,
+        )
+    run.acc.wait_for_everyone()
