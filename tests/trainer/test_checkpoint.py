@@ -19,6 +19,7 @@ from rewardflow_trainer.checkpoint import (
 from rewardflow_trainer.config import LoraConfig
 from rewardflow_trainer.ema import EMA
 from rewardflow_trainer.lora import Policy
+from rewardflow_trainer.models import SD3Family
 from rewardflow_trainer.models.tiny import build_tiny_sd3
 from rewardflow_trainer.presets import build_config
 
@@ -38,7 +39,7 @@ class Tracker:
 
 def _setup(lora: LoraConfig | None = None):
     transformer = build_tiny_sd3(seed=0)["transformer"]
-    policy = Policy(transformer, lora, keep_reference=False)
+    policy = Policy(transformer, lora, keep_reference=False, export_lora=SD3Family.save_lora_weights)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-2, weight_decay=1e-4)
     ema = EMA(policy.parameters(), decay=0.9, update_every=2)
     generator = torch.Generator().manual_seed(5)

@@ -106,7 +106,7 @@ def test_lora_folder_is_loaded_onto_the_transformer(tmp_path: Path) -> None:
     from rewardflow_trainer.models import SD3Family
 
     family = SD3Family.tiny(seed=0)
-    policy = Policy(family.transformer, LoraConfig(rank=4, alpha=8.0), seed=1)
+    policy = Policy(family.transformer, LoraConfig(rank=4, alpha=8.0), seed=1, export_lora=family.save_lora_weights)
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.01)

@@ -182,7 +182,9 @@ def setup(config: Config, endpoints: dict[str, list[str]], acc: Accelerator, pla
     family = load_family(
         m.family, m.pretrained, dtype=weight_dtype, device=acc.device, seed=m.tiny_seed, resolution=m.resolution
     )
-    policy = Policy(family.transformer, t.lora, keep_reference=t.beta > 0, seed=seed)
+    policy = Policy(
+        family.transformer, t.lora, keep_reference=t.beta > 0, seed=seed, export_lora=family.save_lora_weights
+    )
     for param in policy.parameters():  # trainable weights stay float32 under mixed precision
         param.data = param.data.float()
     if m.gradient_checkpointing:

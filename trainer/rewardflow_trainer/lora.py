@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -30,10 +30,16 @@ class Policy:
     """
 
     def __init__(
-        self, transformer: torch.nn.Module, lora: LoraConfig | None, keep_reference: bool = True, seed: int = 0
+        self,
+        transformer: torch.nn.Module,
+        lora: LoraConfig | None,
+        keep_reference: bool = True,
+        seed: int = 0,
+        export_lora: Callable[[Path, dict[str, torch.Tensor], dict[str, Any]], None] | None = None,
     ) -> None:
         self.transformer = transformer
         self.lora = lora
+        self.export_lora = export_lora  # the family's `save_lora_weights`: its pipeline's LoRA file format
         self._frozen: torch.nn.Module | None = None
         if lora is not None:
             transformer.requires_grad_(False)
@@ -102,13 +108,12 @@ class Policy:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.lora is not None:
-            from diffusers import StableDiffusion3Pipeline
-
-            StableDiffusion3Pipeline.save_lora_weights(
-                directory,
-                transformer_lora_layers=get_peft_model_state_dict(self.transformer),
-                transformer_lora_adapter_metadata=self.transformer.peft_config["default"].to_dict(),
-            )
+            if self.export_lora is None:
+                raise ValueError(
+                    "Policy.save_pretrained: a LoRA policy needs export_lora (its family's save_lora_weights)"
+                )
+            metadata = self.transformer.peft_config["default"].to_dict()
+            self.export_lora(directory, get_peft_model_state_dict(self.transformer), metadata)
         else:
             self.transformer.save_pretrained(directory)
         return directory

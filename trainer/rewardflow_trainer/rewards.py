@@ -30,7 +30,6 @@ class RewardScorer:
         api_key: str | None = None,
     ) -> None:
         self.client = RewardClient(endpoints, weights, timeout_s=timeout_s, max_retries=max_retries, api_key=api_key)
-        self.weights = dict(weights)
         self.wait_s = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="rewardflow-scorer", daemon=True)

@@ -7,15 +7,24 @@ from typing import Any
 
 import torch
 
-from rewardflow_trainer.models.family import Guidance, ModelFamily, PromptEmbeds
+from rewardflow_trainer.models.family import FamilyLoader, Guidance, ModelFamily, PromptEmbeds
 from rewardflow_trainer.models.sd3 import SD3Family
 
-FAMILIES: dict[str, type[SD3Family]] = {"sd3": SD3Family}
+FAMILIES: dict[str, FamilyLoader] = {"sd3": SD3Family}
 
-__all__ = ["FAMILIES", "Guidance", "ModelFamily", "PromptEmbeds", "SD3Family", "family_class", "load_family"]
+__all__ = [
+    "FAMILIES",
+    "FamilyLoader",
+    "Guidance",
+    "ModelFamily",
+    "PromptEmbeds",
+    "SD3Family",
+    "family_class",
+    "load_family",
+]
 
 
-def family_class(name: str) -> type[SD3Family]:
+def family_class(name: str) -> FamilyLoader:
     """The family registered as `name`."""
     if name not in FAMILIES:
         raise ValueError(f"model family {name!r} is not known; expected one of {sorted(FAMILIES)}")

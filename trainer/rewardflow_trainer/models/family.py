@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -101,4 +102,23 @@ class ModelFamily(Protocol):
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
         """The scheduler's sigma schedule for `num_steps` steps, float32 (num_steps + 1,), ending at 0."""
+        ...
+
+    def save_lora_weights(self, directory: Path, lora_layers: dict[str, torch.Tensor], adapter_metadata: dict) -> None:
+        """Write the transformer's LoRA weights in the format of this family's diffusers pipeline
+        (its `load_lora_weights` reads them)."""
+        ...
+
+
+class FamilyLoader(Protocol):
+    """What the registry holds for a family (its class): the two ways to build one."""
+
+    def tiny(self, seed: int = 0, *, device: torch.device | str = "cpu", **options: Any) -> ModelFamily:
+        """A tiny random model built from `seed` (tests and the embedded default)."""
+        ...
+
+    def from_pretrained(
+        self, model: str | Path, *, dtype: torch.dtype, device: torch.device | str, **options: Any
+    ) -> ModelFamily:
+        """A hub id or local diffusers folder."""
         ...

@@ -148,7 +148,7 @@ class SD3Family:
 
     @classmethod
     def tiny(cls, seed: int = 0, *, device: torch.device | str = "cpu", **options: Any) -> SD3Family:
-        """The tiny random SD3 of DESIGN §6 (~78k transformer parameters), built from `seed`; 64 px by default."""
+        """The tiny random SD3 (~78k transformer parameters; docs/algorithm.md), from `seed`; 64 px by default."""
         options = {"resolution": 64, "max_sequence_length": tiny.T5_MAX_LENGTH, **options}
         return cls(**tiny.build_tiny_sd3(seed, resolution=options["resolution"]), device=device, **options)
 
@@ -161,6 +161,15 @@ class SD3Family:
         from diffusers import StableDiffusion3Pipeline
 
         StableDiffusion3Pipeline(**self.components()).save_pretrained(str(path))
+
+    @staticmethod
+    def save_lora_weights(directory: Path, lora_layers: dict[str, torch.Tensor], adapter_metadata: dict) -> None:
+        """Write transformer LoRA weights as StableDiffusion3Pipeline.load_lora_weights reads them."""
+        from diffusers import StableDiffusion3Pipeline
+
+        StableDiffusion3Pipeline.save_lora_weights(
+            directory, transformer_lora_layers=lora_layers, transformer_lora_adapter_metadata=adapter_metadata
+        )
 
     # ---- text ---------------------------------------------------------------------------------------------
 
