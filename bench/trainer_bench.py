@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/trainer_bench.py [--batch 16] [--steps 10] [--repeats 7] [--loop-epochs 10]
 
-Sampling on the tiny random SD3 (DESIGN §6, 64x64), same components, same prompt embeddings, same
-steps, same CFG (w 4.5), images decoded to uint8:
+Sampling on the tiny random SD3 (docs/algorithm.md, "The embedded default"; 64x64), same components,
+same prompt embeddings, same steps, same CFG (w 4.5), images decoded to uint8:
   (1) diffusers' own StableDiffusion3Pipeline (Euler ODE, no log-probs) — the floor;
   (2) our sampler at noise 0 (the ODE through our step function, per-step log-probs recorded);
   (3) our sampler as in training (Flow-SDE, noise 0.7, log-probs).

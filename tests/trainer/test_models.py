@@ -36,7 +36,7 @@ def test_tiny_builder_leaves_the_global_rng_alone() -> None:
 def test_tiny_family_has_the_design_shapes(tiny_family: SD3Family) -> None:
     assert isinstance(tiny_family, ModelFamily)
     transformer_params = sum(p.numel() for p in tiny_family.transformer.parameters())
-    assert 70_000 < transformer_params < 90_000  # DESIGN §6: ~78k
+    assert 70_000 < transformer_params < 90_000  # docs/algorithm.md, "The embedded default": ~78k
     assert tiny_family.initial_latents(2).shape == (2, 4, 16, 16)
     assert all(p.requires_grad for p in tiny_family.transformer.parameters())
     assert not any(p.requires_grad for p in tiny_family.text_encoder_3.parameters())

@@ -1,4 +1,4 @@
-"""Prompt sets and the grouped distributed prompt sampler (DESIGN §2, "Sampler grouping")."""
+"""Prompt sets and the grouped distributed prompt sampler (docs/algorithm.md, "Prompt grouping and same_latent")."""
 
 from __future__ import annotations
 

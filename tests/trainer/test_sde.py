@@ -1,4 +1,4 @@
-"""The step dynamics against independent float64 evaluations of the formulas of DESIGN §2."""
+"""The step dynamics against independent float64 evaluations of the formulas of docs/algorithm.md."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _per_sample(values: list[float]) -> torch.Tensor:
 
 
 def _float64_flow_sde(x, v, sigma, sigma_next, sigma_second, a, x_next):
-    """DESIGN §2 Flow-SDE written out in float64 numpy, one sample at a time."""
+    """The Flow-SDE of docs/algorithm.md written out in float64 numpy, one sample at a time."""
     x, v, x_next = (np.asarray(t, dtype=np.float64) for t in (x, v, x_next))
     denominator_sigma = sigma_second if sigma == 1 else sigma
     s = a * math.sqrt(sigma / (1 - denominator_sigma))

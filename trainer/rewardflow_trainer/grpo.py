@@ -1,4 +1,7 @@
-"""The GRPO loss pieces (DESIGN §2): importance ratio, clipped policy loss, KL to the reference."""
+"""The GRPO loss pieces: importance ratio, clipped policy loss, KL to the reference.
+
+The formulas: docs/algorithm.md, "The policy loss" and "The KL penalty".
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Prompt sets (built-in, .txt, GenEval-style .jsonl with metadata) and the grouped distributed
-prompt sampler of DESIGN §2."""
+prompt sampler of docs/algorithm.md ("Prompt grouping and same_latent")."""
 
 from __future__ import annotations
 

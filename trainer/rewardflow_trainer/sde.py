@@ -1,4 +1,4 @@
-"""Step dynamics of the sampler (DESIGN §2): the Flow-GRPO SDE, coefficient-preserving sampling, the ODE.
+"""Step dynamics of the sampler (docs/algorithm.md): the Flow-GRPO SDE, coefficient-preserving sampling, the ODE.
 
 Every step maps x at noise level sigma to x_next at sigma_next (dt = sigma_next - sigma < 0) given the
 model's velocity v, and returns the Gaussian transition it sampled from: its mean, its std, the noise
