@@ -1,9 +1,14 @@
-"""Tiny random CLIP models written to a directory like real checkpoints: for tests and benches, no download."""
+"""Tiny random CLIP models written to a directory like real checkpoints: for tests and benches, no download.
+
+The tiny CLIP tokenizer writer (`write_clip_tokenizer`) is the one copy: the trainer's tiny SD3 writes
+its CLIP tokenizers with it too, with its own word list and context length.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -32,7 +37,7 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in chars), strict=True))
 
 
-def clip_vocab_and_merges(words: tuple[str, ...] = WORDS) -> tuple[dict[str, int], list[str]]:
+def clip_vocab_and_merges(words: Sequence[str] = WORDS) -> tuple[dict[str, int], list[str]]:
     """A byte-level CLIP BPE vocab (every byte, alone and word-final) plus left-to-right merges for `words`."""
     byte_chars = list(bytes_to_unicode().values())
     tokens = byte_chars + [c + "</w>" for c in byte_chars]
@@ -52,9 +57,9 @@ def clip_vocab_and_merges(words: tuple[str, ...] = WORDS) -> tuple[dict[str, int
     return {token: i for i, token in enumerate(tokens)}, merges
 
 
-def write_clip_tokenizer(directory: Path, max_length: int = 77) -> dict[str, int]:
-    """Write vocab.json, merges.txt, tokenizer_config.json (a CLIPTokenizer) into `directory`; returns the vocab."""
-    vocab, merges = clip_vocab_and_merges()
+def write_clip_tokenizer(directory: Path, max_length: int = 77, words: Sequence[str] = WORDS) -> dict[str, int]:
+    """Write vocab.json, merges.txt, tokenizer_config.json of a CLIPTokenizer knowing `words`; returns the vocab."""
+    vocab, merges = clip_vocab_and_merges(words)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from rewardflow_vision.tiny import BOS as CLIP_BOS
+from rewardflow_vision.tiny import EOS as CLIP_EOS
+from rewardflow_vision.tiny import clip_vocab_and_merges, write_clip_tokenizer
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import (
@@ -22,6 +24,7 @@ from transformers import (
 
 # The words the tiny tokenizers know as whole tokens: GenEval/COCO objects, colours, counts and the glue of
 # simple prompts. CLIP falls back to byte-level characters for anything else; T5 maps it to <unk>.
+# The CLIP tokenizer files come from rewardflow_vision.tiny's writer (one copy), given these words.
 WORDS: tuple[str, ...] = (
     "a an the of and with on in under above below behind next to left right top bottom photo picture image "
     "one two three four five six seven eight nine ten red orange yellow green blue purple pink brown black white "
@@ -39,63 +42,11 @@ WORDS: tuple[str, ...] = (
 TINY_LATENT_SIZE = 16  # latent side; pos_embed_max_size 8 = 16 / patch 2
 CLIP_MAX_LENGTH = 16  # DESIGN §6: 77 CLIP tokens made an epoch ~1.3x slower on the tiny model
 T5_MAX_LENGTH = 16
-CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
 T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"
 
 # SD3's own VAE constants, so the tiny model exercises the same latent scaling path.
 VAE_SCALING_FACTOR = 1.5305
 VAE_SHIFT_FACTOR = 0.0609
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """The GPT-2/CLIP byte -> printable unicode map (adapted from openai/CLIP simple_tokenizer.py, unchanged)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars), strict=True))
-
-
-def clip_vocab_and_merges(words: tuple[str, ...] = WORDS) -> tuple[dict[str, int], list[str]]:
-    """A byte-level CLIP BPE vocab: every byte alone and word-final, plus left-to-right merges for `words`."""
-    byte_chars = list(bytes_to_unicode().values())
-    tokens = byte_chars + [c + "</w>" for c in byte_chars]
-    merges: list[str] = []
-    seen = set(tokens)
-    for word in words:
-        symbols = [*word[:-1], word[-1] + "</w>"]
-        current = symbols[0]
-        for symbol in symbols[1:]:
-            merged = current + symbol
-            if merged not in seen:
-                merges.append(f"{current} {symbol}")
-                tokens.append(merged)
-                seen.add(merged)
-            current = merged
-    tokens += [CLIP_BOS, CLIP_EOS]
-    return {token: i for i, token in enumerate(tokens)}, merges
-
-
-def write_clip_tokenizer(directory: Path, max_length: int = CLIP_MAX_LENGTH) -> None:
-    """Write vocab.json, merges.txt and tokenizer_config.json of the tiny CLIP tokenizer into `directory`."""
-    vocab, merges = clip_vocab_and_merges()
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    config = {
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": max_length,
-        "bos_token": CLIP_BOS,
-        "eos_token": CLIP_EOS,
-        "unk_token": CLIP_EOS,
-        "pad_token": CLIP_EOS,
-    }
-    (directory / "tokenizer_config.json").write_text(json.dumps(config))
 
 
 def t5_word_level_tokenizer(words: tuple[str, ...] = WORDS) -> Tokenizer:
@@ -113,7 +64,7 @@ def build_tokenizers(max_length: int = CLIP_MAX_LENGTH) -> tuple[CLIPTokenizer, 
     """The three tiny tokenizers (CLIP-L, CLIP-G, T5), written to a temp dir and loaded the way real ones are."""
     with tempfile.TemporaryDirectory(prefix="rewardflow-tiny-tok-") as tmp:
         clip_dir = Path(tmp) / "clip"
-        write_clip_tokenizer(clip_dir, max_length)
+        write_clip_tokenizer(clip_dir, max_length, words=WORDS)
         tokenizer = CLIPTokenizer.from_pretrained(clip_dir)
         tokenizer_2 = CLIPTokenizer.from_pretrained(clip_dir)
     tokenizer_3 = PreTrainedTokenizerFast(
@@ -160,7 +111,7 @@ def build_tiny_sd3(seed: int = 0, resolution: int = 64, max_length: int = CLIP_M
     text tokens = CLIP max length + T5 max length.
     """
     channels = vae_channels(resolution)
-    vocab, _ = clip_vocab_and_merges()
+    vocab, _ = clip_vocab_and_merges(WORDS)
     tokenizer, tokenizer_2, tokenizer_3 = build_tokenizers(max_length)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
