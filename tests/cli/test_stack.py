@@ -90,3 +90,24 @@ def test_start_stack_serves_until_the_context_ends(tmp_path: Path) -> None:
     for url in urls:
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/healthz")
+
+
+def test_the_stack_and_the_cli_import_no_web_framework() -> None:
+    # The trainer and `rewardflow` import the stack: FastAPI and uvicorn load only in a service process.
+    code = (
+        "import sys, rewardflow_kit.stack, rewardflow.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn', 'starlette')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def test_stack_processes_serve_by_name_and_are_recognised_as_ours(tmp_path: Path) -> None:
+    from rewardflow_kit.stack import _is_ours, serve_command
+
+    assert serve_command("jpeg", 8123)[1:] == ["-m", "rewardflow_kit", "jpeg", "--host", "127.0.0.1", "--port", "8123"]
+    with start_stack(["jpeg"], log_dir=tmp_path) as stack:
+        [pid] = stack.services["jpeg"]["pids"]
+        assert _is_ours(pid)
+        assert "log" not in stack.services["jpeg"]
+    assert not _is_ours(pid)

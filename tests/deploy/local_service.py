@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 
 def free_port() -> int:
@@ -20,9 +20,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(command: Sequence[str], port: int, timeout_s: float = 60.0) -> Iterator[str]:
-    """Start `command` with REWARDFLOW_HOST/PORT set, yield its URL once /readyz answers 200, stop it after."""
-    env = {**os.environ, "REWARDFLOW_HOST": "127.0.0.1", "REWARDFLOW_PORT": str(port)}
+def running(
+    command: Sequence[str], port: int, timeout_s: float = 60.0, env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Start `command` with REWARDFLOW_HOST/PORT (and `env`) set, yield its URL once /readyz is 200, stop it after."""
+    env = {**os.environ, **(env or {}), "REWARDFLOW_HOST": "127.0.0.1", "REWARDFLOW_PORT": str(port)}
     proc = subprocess.Popen(list(command), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:

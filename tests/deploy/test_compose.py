@@ -18,6 +18,8 @@ import yaml
 NOT_REWARDS = {"trainer"}
 CONTAINER_PORT = "8000"
 MODEL_CACHE_VOLUME = "model-cache"
+# Every reward image is built from this file (build context: the repository root).
+SERVICE_DOCKERFILE = "services/Dockerfile"
 
 
 def compose_schema() -> dict[str, Any]:
@@ -56,6 +58,16 @@ def package_version(repo_root: Path, name: str) -> str:
     match = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
     assert match, f"services/{name}/pyproject.toml: no version line"
     return match.group(1)
+
+
+def build_problems(where: str, name: str, build: Any) -> list[str]:
+    """A reward's image comes from the shared services/Dockerfile, with SERVICE naming the service."""
+    if not isinstance(build, dict) or build.get("context", ".") != "." or build.get("dockerfile") != SERVICE_DOCKERFILE:
+        return [f"{where}.build: expected context '.' and dockerfile {SERVICE_DOCKERFILE}"]
+    service = (build.get("args") or {}).get("SERVICE")
+    if service != name:
+        return [f"{where}.build.args.SERVICE: {service!r}: expected {name!r} (the service's folder and entry point)"]
+    return []
 
 
 def rule_violations(document: dict[str, Any], repo_root: Path, require_files: bool = True) -> list[str]:
@@ -102,12 +114,9 @@ def rule_violations(document: dict[str, Any], repo_root: Path, require_files: bo
             problems.append(f"{where}.restart: missing; expected a restart policy")
         if name not in service.get("profiles", []):
             problems.append(f"{where}.profiles: {service.get('profiles')}: expected it to include {name!r}")
-        if require_files:
-            for needed in ("Dockerfile", "pyproject.toml"):
-                if not (folder / needed).is_file():
-                    problems.append(f"{where}: services/{name}/{needed} does not exist")
-        if not isinstance(build, dict) or build.get("dockerfile") != f"services/{name}/Dockerfile":
-            problems.append(f"{where}.build.dockerfile: expected services/{name}/Dockerfile (context '.')")
+        if require_files and not (folder / "pyproject.toml").is_file():
+            problems.append(f"{where}: services/{name}/pyproject.toml does not exist")
+        problems += build_problems(where, name, build)
         if require_files and (folder / "pyproject.toml").is_file():
             expected = f"rewardflow-{name}:{package_version(repo_root, name)}"
             if image != expected:
@@ -152,12 +161,12 @@ def test_compose_file_follows_the_project_rules(compose: dict[str, Any], repo_ro
     assert rule_violations(compose, repo_root) == []
 
 
-def test_every_reward_service_is_in_compose(compose: dict[str, Any], repo_root: Path) -> None:
+def test_compose_builds_exactly_the_discovered_services(compose: dict[str, Any]) -> None:
     from rewardflow_kit.registry import discover  # the installed services, by their entry points
 
-    with_image = {p.parent.name for p in (repo_root / "services").glob("*/Dockerfile")}
     rewards = set(compose["services"]) - NOT_REWARDS
-    assert (set(discover()) | with_image) - rewards == set(), "services missing from compose.yaml"
+    built = {(s["build"].get("args") or {}).get("SERVICE") for s in compose["services"].values() if "build" in s}
+    assert set(discover()) == rewards == built
 
 
 @pytest.mark.parametrize(
@@ -167,8 +176,10 @@ def test_every_reward_service_is_in_compose(compose: dict[str, Any], repo_root: 
         (lambda s: s["jpeg"].update(image="rewardflow-jpeg"), "services.jpeg.image"),
         (lambda s: s["jpeg"].pop("healthcheck"), "services.jpeg.healthcheck"),
         (lambda s: s["jpeg"].pop("restart"), "services.jpeg.restart"),
-        (lambda s: s["jpeg"]["build"].update(dockerfile="services/jpeg/Dockerfile.missing"), "does not exist"),
-        (lambda s: s.update(other=copy.deepcopy(s["jpeg"])), "services/other/Dockerfile does not exist"),
+        (lambda s: s["jpeg"]["build"].update(dockerfile="services/Dockerfile.missing"), "does not exist"),
+        (lambda s: s["jpeg"]["build"].update(dockerfile="services/jpeg/Dockerfile"), "services.jpeg.build"),
+        (lambda s: s["jpeg"]["build"]["args"].update(SERVICE="ocr"), "services.jpeg.build.args.SERVICE: 'ocr'"),
+        (lambda s: s.update(other=copy.deepcopy(s["jpeg"])), "services/other/pyproject.toml does not exist"),
         (lambda s: s.update(jpeg2=copy.deepcopy(s["jpeg"])), "host port 8101 is also used by jpeg"),
         (lambda s: s["jpeg"].update(depends_on={"nope": {"condition": "service_started"}}), "is not a service"),
         (

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from dockerfiles import DOCKERFILES, REPO_ROOT, copy_sources
+from dockerfiles import DOCKERFILES, REPO_ROOT, compose_builds, copy_sources
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -79,14 +79,26 @@ def test_local_state_stays_out_of_the_build_context(path: str) -> None:
     assert is_excluded(RULES, path), f"{path} would be sent to the Docker daemon"
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
-def test_every_copy_source_reaches_the_build_context(dockerfile: Path) -> None:
-    sources = copy_sources(dockerfile)
-    assert sources, f"{dockerfile}: no COPY from the build context"
+def builds() -> list[tuple[str, Path, dict[str, str]]]:
+    """Each build compose.yaml runs (with its build args), plus every Dockerfile that compose does not build."""
+    found = compose_builds()
+    built = {dockerfile for _, dockerfile, _ in found}
+    return found + [(str(p.relative_to(REPO_ROOT)), p, {}) for p in DOCKERFILES if p not in built]
+
+
+BUILDS = builds()
+
+
+@pytest.mark.parametrize(("name", "dockerfile", "build_args"), BUILDS, ids=[name for name, _, _ in BUILDS])
+def test_every_copy_source_reaches_the_build_context(name: str, dockerfile: Path, build_args: dict[str, str]) -> None:
+    where = f"{dockerfile.relative_to(REPO_ROOT)} ({name})"
+    sources = copy_sources(dockerfile, build_args)
+    assert sources, f"{where}: no COPY from the build context"
     for source in sources:
+        assert "$" not in source, f"{where}: COPY {source}: a build argument that compose.yaml does not set"
         on_disk = REPO_ROOT / source
-        assert on_disk.exists(), f"{dockerfile.relative_to(REPO_ROOT)}: COPY {source}: no such path"
+        assert on_disk.exists(), f"{where}: COPY {source}: no such path"
         files = [on_disk] if on_disk.is_file() else [p for p in on_disk.rglob("*") if p.is_file()]
         sent = [f for f in files if not is_excluded(RULES, f.relative_to(REPO_ROOT).as_posix())]
-        assert sent, f"{dockerfile.relative_to(REPO_ROOT)}: COPY {source}: every file is in .dockerignore"
+        assert sent, f"{where}: COPY {source}: every file is in .dockerignore"
         assert any(f.name == "pyproject.toml" for f in sent) or on_disk.is_file()

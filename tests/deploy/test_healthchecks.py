@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dockerfiles import REPO_ROOT, SERVICE_DOCKERFILES, instructions
+from dockerfiles import SERVICE_DOCKERFILE, compose_builds, instructions
 from local_service import free_port, running
+
+# The reward services compose.yaml builds from the service Dockerfile.
+REWARDS = sorted(name for name, dockerfile, _ in compose_builds() if dockerfile == SERVICE_DOCKERFILE)
 
 
 def dockerfile_probe(dockerfile: Path) -> list[str]:
@@ -30,30 +33,30 @@ def run_probe(command: list[str], port: int) -> int:
 
 @pytest.fixture(scope="module")
 def ready_port() -> Iterator[int]:
-    """The jpeg image's CMD as a local process on a free port, once /readyz answers 200.
+    """The service image's CMD for SERVICE=jpeg as a local process on a free port, once /readyz answers 200.
 
-    Every probe only asks /readyz on $REWARDFLOW_PORT, so one model-free service checks them all.
+    The image sets REWARDFLOW_SERVICE from its SERVICE build argument; every probe only asks /readyz on
+    $REWARDFLOW_PORT, so one model-free service checks them all.
     """
-    [cmd] = [json.loads(args) for kind, args in instructions(REPO_ROOT / "services/jpeg/Dockerfile") if kind == "CMD"]
+    [cmd] = [json.loads(args) for kind, args in instructions(SERVICE_DOCKERFILE) if kind == "CMD"]
     port = free_port()
-    with running([sys.executable, *cmd[1:]], port):
+    with running([sys.executable, *cmd[1:]], port, env={"REWARDFLOW_SERVICE": "jpeg"}):
         yield port
 
 
-@pytest.mark.parametrize("dockerfile", SERVICE_DOCKERFILES, ids=lambda p: p.parent.name)
-def test_dockerfile_probe_passes_when_ready(dockerfile: Path, ready_port: int) -> None:
-    assert run_probe(dockerfile_probe(dockerfile), ready_port) == 0
+def test_dockerfile_probe_passes_when_ready(ready_port: int) -> None:
+    assert run_probe(dockerfile_probe(SERVICE_DOCKERFILE), ready_port) == 0
 
 
-@pytest.mark.parametrize("dockerfile", SERVICE_DOCKERFILES, ids=lambda p: p.parent.name)
-def test_compose_probe_passes_when_ready(dockerfile: Path, ready_port: int, compose: dict[str, Any]) -> None:
-    probe = compose["services"][dockerfile.parent.name]["healthcheck"]["test"]
+@pytest.mark.parametrize("name", REWARDS)
+def test_compose_probe_passes_when_ready(name: str, ready_port: int, compose: dict[str, Any]) -> None:
+    probe = compose["services"][name]["healthcheck"]["test"]
     assert probe[0] == "CMD"
     assert run_probe(probe[1:], ready_port) == 0
 
 
-@pytest.mark.parametrize("dockerfile", SERVICE_DOCKERFILES, ids=lambda p: p.parent.name)
-def test_probes_fail_when_nothing_listens(dockerfile: Path, compose: dict[str, Any]) -> None:
+@pytest.mark.parametrize("name", REWARDS)
+def test_probes_fail_when_nothing_listens(name: str, compose: dict[str, Any]) -> None:
     port = free_port()
-    assert run_probe(dockerfile_probe(dockerfile), port) != 0
-    assert run_probe(compose["services"][dockerfile.parent.name]["healthcheck"]["test"][1:], port) != 0
+    assert run_probe(dockerfile_probe(SERVICE_DOCKERFILE), port) != 0
+    assert run_probe(compose["services"][name]["healthcheck"]["test"][1:], port) != 0
