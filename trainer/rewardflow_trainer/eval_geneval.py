@@ -6,7 +6,7 @@ verdict); the report follows GenEval's `summary_scores.py`: per-tag accuracy ove
 overall score as the mean of the tag accuracies, plus the share of correct images and of prompts
 with at least one correct image. Written to --out:
 - summary.md, summary.json  the table (markdown) and the same figures (JSON)
-- results.jsonl             one line per image in GenEval's results format (+ `score`, the partial credit)
+- results.jsonl             one line per image in GenEval's results format (+ `score`, docs/geneval.md's dense reward)
 - failures.png              failed images with the reason under each
 - images/NNNNN/             GenEval's image layout (metadata.jsonl + samples/NNNN.png) unless --no-images
 """
@@ -114,7 +114,7 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
         f"Total prompts: {summary['prompts']}  ",
         f"% correct images: {summary['correct_images']:.2%}  ",
         f"% correct prompts: {summary['correct_prompts']:.2%}  ",
-        f"Mean partial score (geneval `score`): {summary['mean_score']:.4f}",
+        f"Mean dense score (geneval `score`): {summary['mean_score']:.4f}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -266,7 +266,7 @@ def write_report(results: list[ImageResult], args: argparse.Namespace, info: dic
             [r.image for r in failures],
             [f"{r.entry['prompt']} | {r.reason.replace(chr(10), '; ')}" for r in failures],
             [r.score for r in failures],
-            title=f"GenEval failures ({sum(not r.correct for r in results)} of {len(results)}); reward = partial score",
+            title=f"GenEval failures ({sum(not r.correct for r in results)} of {len(results)}); reward = dense score",
             caption_lines=5,
         )
         save_image(grid, out / "failures.png")

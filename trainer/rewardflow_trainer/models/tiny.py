@@ -1,4 +1,7 @@
-"""Tiny random SD3-architecture components (DESIGN §6), built in code from a seed: no download, bit-identical."""
+"""Tiny random SD3-architecture components, built in code from a seed: no download, bit-identical.
+
+Sizes and why: docs/algorithm.md, "The embedded default".
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ WORDS: tuple[str, ...] = (
 ).split()
 
 TINY_LATENT_SIZE = 16  # latent side; pos_embed_max_size 8 = 16 / patch 2
-CLIP_MAX_LENGTH = 16  # DESIGN §6: 77 CLIP tokens made an epoch ~1.3x slower on the tiny model
+CLIP_MAX_LENGTH = 16  # 77 CLIP tokens made an epoch ~1.3x slower on the tiny model
 T5_MAX_LENGTH = 16
 T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"
 
