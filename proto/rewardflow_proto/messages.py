@@ -97,6 +97,7 @@ ERROR_STATUS: dict[str, int] = {
     "unsupported_version": 400,
     "unauthorized": 401,
     "not_found": 404,
+    "method_not_allowed": 405,
     "too_large": 413,
     "unsupported_media_type": 415,
     "invalid_request": 422,

@@ -47,7 +47,8 @@ The kit does the rest: `POST /v1/score` (msgpack or JSON), `/healthz`, `/readyz`
 and one warm-up batch have run; define `warmup_batch() -> Batch` to choose that batch), `/v1/info`,
 `/metrics`, the Open Inference Protocol aliases `/v2/health/live`, `/v2/health/ready`,
 `/v2/models/<name>` and `/v2/models/<name>/ready`, micro-batching of concurrent requests, bounded
-body and queue sizes, an optional bearer API key, and per-item errors:
+body and queue sizes, an optional bearer API key, the contract's error body for every failure (an
+unknown path is 404 `not_found`, a wrong method 405 `method_not_allowed`), and per-item errors:
 
 - an image that does not decode gets `bad_image` in its slot; the other items are still scored;
 - an ItemFailure returned by `score()` becomes that item's error;
@@ -85,12 +86,13 @@ an orchestrator's readiness gate keeps traffic away).
 | `REWARDFLOW_MAX_QUEUE_DELAY_MS` | `5.0` | Triton-style: how long the first queued request waits for a fuller batch. |
 | `REWARDFLOW_MAX_QUEUE_SIZE` | `1024` | Most images waiting in the queue; beyond it: 429 with Retry-After. |
 | `REWARDFLOW_MAX_BODY_BYTES` | `67108864` | Largest request body in bytes; a larger one gets 413 before it is read. |
-| `REWARDFLOW_API_KEY` | unset | If set, `/v1/score`, `/v1/info`, `/v2/models/*` need `Authorization: Bearer <key>`. |
+| `REWARDFLOW_API_KEY` | unset | Requires `Authorization: Bearer <key>` on `/v1/*` and `/v2/models/*` (and docs). |
 | `REWARDFLOW_DEVICE` | the scorer's | Device for the model (`cpu`, `cuda`, `cuda:1`). |
 | `REWARDFLOW_MODEL` | the scorer's | Model id or local path. |
 | `REWARDFLOW_LOG_LEVEL` | `info` | Log level of the service and uvicorn. |
 | `REWARDFLOW_ACCESS_LOG` | `false` | Log one line per HTTP request. |
 | `REWARDFLOW_RETRY_AFTER_S` | `1` | Retry-After seconds sent with 429 (queue full) and 503 (not ready). |
+| `REWARDFLOW_DOCS` | `false` | Serve `/docs`, `/redoc`, `/openapi.json` (behind the API key when one is set). |
 """
 
 from __future__ import annotations

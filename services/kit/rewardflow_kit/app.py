@@ -1,4 +1,8 @@
-"""The FastAPI app factory: /v1/score through the micro-batcher, plus info, health, OIP aliases and metrics."""
+"""The FastAPI app factory: /v1/score through the micro-batcher, plus info, health, OIP aliases and metrics.
+
+/v1/score, /v1/info, /v2/models/* and (when REWARDFLOW_DOCS is on) /docs, /redoc, /openapi.json need the
+API key, checked by one dependency (`replies.require_api_key`); errors leave as the contract's error body.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import numpy as np
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from rewardflow_proto import (
     JSON,
     MSGPACK,
@@ -21,13 +26,21 @@ from rewardflow_proto import (
     ScoreRequest,
     ScoreResponse,
     decode_request,
-    encode_error,
     encode_response,
-    media_type,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rewardflow_kit.batcher import MicroBatcher, ModelThread, QueueFull
-from rewardflow_kit.metrics import ServiceMetrics
+from rewardflow_kit.metrics import ScoreRequestMetrics, ServiceMetrics
+from rewardflow_kit.replies import (
+    contract_error,
+    error_response,
+    reply_type,
+    request_media_type,
+    require_api_key,
+    response_type,
+    route_error,
+)
 from rewardflow_kit.scorer import Batch, InvalidRequest, Scorer, validate_request
 from rewardflow_kit.scoring import Outcome, encodable, score_requests
 from rewardflow_kit.settings import ServiceSettings
@@ -36,7 +49,8 @@ log = logging.getLogger("rewardflow_kit")
 
 # Bodies above this are decoded in a worker thread so a big base64/msgpack decode never stalls the loop.
 _DECODE_IN_THREAD_BYTES = 1 << 20
-_MSGPACK_ALIASES = {MSGPACK, "application/x-msgpack", "application/vnd.msgpack"}
+# The dependency list of every route that needs the API key (when one is set).
+NEEDS_KEY = [Depends(require_api_key)]
 
 
 def warmup_batch(scorer: Scorer) -> Batch:
@@ -125,36 +139,6 @@ class ServiceState:
         return ContractError("not_ready", f"service {self.scorer.name} is still loading its model; retry shortly")
 
 
-def request_media_type(request: Request) -> str:
-    """The body's media type, with the msgpack aliases some clients send mapped to application/msgpack."""
-    kind = media_type(request.headers.get("content-type"))
-    return MSGPACK if kind in _MSGPACK_ALIASES else kind
-
-
-def response_type(request: Request, request_type: str) -> str:
-    """The request's own format unless Accept names exactly one of msgpack and JSON."""
-    accept = request.headers.get("accept", "").lower()
-    wants_msgpack = any(alias in accept for alias in _MSGPACK_ALIASES)
-    wants_json = JSON in accept
-    if wants_msgpack and not wants_json:
-        return MSGPACK
-    if wants_json and not wants_msgpack:
-        return JSON
-    return request_type if request_type in (MSGPACK, JSON) else JSON
-
-
-def error_response(err: ContractError, content_type: str, retry_after_s: int) -> Response:
-    headers: dict[str, str] = {}
-    if err.code in ("overloaded", "not_ready"):
-        headers["Retry-After"] = str(retry_after_s)
-    if err.code == "unauthorized":
-        headers["WWW-Authenticate"] = 'Bearer realm="rewardflow"'
-    # The message or field may quote client text, e.g. a lone surrogate from a JSON body.
-    safe = ContractError(err.code, encodable(err.message), None if err.field is None else encodable(err.field))
-    body = encode_error(safe.to_body(), content_type)
-    return Response(body, status_code=err.status, media_type=content_type, headers=headers)
-
-
 async def read_body(request: Request, limit: int) -> bytes | memoryview:
     """The request body, refusing (413) before reading past `limit` bytes."""
     too_large = ContractError("too_large", f"request body exceeds max_body_bytes of {limit} bytes", "body")
@@ -207,13 +191,11 @@ async def decode(state: ServiceState, body: bytes | memoryview, content_type: st
 
 
 async def handle_score(state: ServiceState, request: Request, received: float) -> Response:
-    """POST /v1/score: auth, content type, readiness, bounded body, decode, queue, respond."""
+    """POST /v1/score (the API key already checked): content type, readiness, bounded body, decode, queue, respond."""
     request_type = request_media_type(request)
     reply_type = response_type(request, request_type)
     retry_after = state.settings.retry_after_s
     try:
-        if not state.authorized(request):
-            raise ContractError("unauthorized", "missing or wrong API key; send 'Authorization: Bearer <key>'")
         if request_type not in (MSGPACK, JSON):
             raise ContractError(
                 "unsupported_media_type",
@@ -284,44 +266,55 @@ def create_app(scorer: Scorer, settings: ServiceSettings | None = None) -> FastA
             await state.batcher.stop()
             state.model_thread.shutdown(wait=False)
 
-    async def internal_error(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"version": VERSION, "error": {"code": "internal", "message": str(exc)}}, 500)
-
     app = FastAPI(
         title=f"rewardflow {scorer.name}",
         version=scorer.version,
         lifespan=lifespan,
-        exception_handlers={Exception: internal_error},
+        # Off by default; add_docs serves them behind the API key when REWARDFLOW_DOCS is on.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        exception_handlers={
+            Exception: internal_error,
+            ContractError: contract_error,
+            StarletteHTTPException: route_error,
+        },
     )
     app.state.rewardflow = state
+    app.add_middleware(ScoreRequestMetrics, metrics=metrics)
+    add_service_routes(app, state)
+    add_oip_routes(app, state)
+    if settings.docs:
+        add_docs(app)
+    return app
 
-    @app.post("/v1/score")
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"version": VERSION, "error": {"code": "internal", "message": str(exc)}}, 500)
+
+
+def readiness(state: ServiceState) -> JSONResponse:
+    """/readyz: 200 once loaded and warmed up, else 503 with the reason and Retry-After."""
+    if state.ready:
+        return JSONResponse({"status": "ready"})
+    body = {"status": "failed" if state.load_error else "loading", "error": state.not_ready_error().message}
+    return JSONResponse(body, 503, headers={"Retry-After": str(state.settings.retry_after_s)})
+
+
+def add_service_routes(app: FastAPI, state: ServiceState) -> None:
+    """/v1/score, /v1/info, the health probes and /metrics."""
+
+    @app.post("/v1/score", dependencies=NEEDS_KEY)
     async def score(request: Request) -> Response:
         received = time.perf_counter()
-        metrics.in_flight_now.inc()
-        reply_type = JSON
+        reply = JSON
         try:
-            reply_type = response_type(request, request_media_type(request))
-            response = await handle_score(state, request, received)
+            reply = reply_type(request)
+            return await handle_score(state, request, received)
         except Exception as exc:
             log.exception("unhandled error while scoring")
-            response = error_response(ContractError("internal", f"internal error: {type(exc).__name__}"), reply_type, 1)
-        finally:
-            metrics.in_flight_now.dec()
-            metrics.latency_now.observe(time.perf_counter() - received)
-        metrics.count_request(response.status_code)
-        return response
-
-    def unauthorized() -> Response:
-        err = ContractError("unauthorized", "missing or wrong API key; send 'Authorization: Bearer <key>'")
-        return error_response(err, JSON, settings.retry_after_s)
-
-    def readiness() -> JSONResponse:
-        if state.ready:
-            return JSONResponse({"status": "ready"})
-        body = {"status": "failed" if state.load_error else "loading", "error": state.not_ready_error().message}
-        return JSONResponse(body, 503, headers={"Retry-After": str(settings.retry_after_s)})
+            return error_response(ContractError("internal", f"internal error: {type(exc).__name__}"), reply, 1)
 
     @app.get("/healthz")
     @app.get("/v2/health/live")
@@ -331,28 +324,28 @@ def create_app(scorer: Scorer, settings: ServiceSettings | None = None) -> FastA
     @app.get("/readyz")
     @app.get("/v2/health/ready")
     async def readyz() -> JSONResponse:
-        return readiness()
+        return readiness(state)
 
-    @app.get("/v1/info")
-    async def info(request: Request) -> Response:
-        if not state.authorized(request):
-            return unauthorized()
+    @app.get("/v1/info", dependencies=NEEDS_KEY)
+    async def info() -> JSONResponse:
         return JSONResponse(state.info())
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
-    def unknown_model(name: str) -> Response:
-        err = ContractError("not_found", f"no model named {name!r}; this service serves {scorer.name!r}", "name")
-        return error_response(err, JSON, settings.retry_after_s)
 
-    @app.get("/v2/models/{name}")
-    async def model_metadata(name: str, request: Request) -> Response:
-        if not state.authorized(request):
-            return unauthorized()
+def add_oip_routes(app: FastAPI, state: ServiceState) -> None:
+    """The Open Inference Protocol's model metadata and readiness, for this service's one model."""
+    scorer = state.scorer
+
+    def check_model(name: str) -> None:
         if name != scorer.name:
-            return unknown_model(name)
+            raise ContractError("not_found", f"no model named {name!r}; this service serves {scorer.name!r}", "name")
+
+    @app.get("/v2/models/{name}", dependencies=NEEDS_KEY)
+    async def model_metadata(name: str) -> JSONResponse:
+        check_model(name)
         return JSONResponse(
             {
                 "name": scorer.name,
@@ -367,12 +360,23 @@ def create_app(scorer: Scorer, settings: ServiceSettings | None = None) -> FastA
             }
         )
 
-    @app.get("/v2/models/{name}/ready")
-    async def model_ready(name: str, request: Request) -> Response:
-        if not state.authorized(request):
-            return unauthorized()
-        if name != scorer.name:
-            return unknown_model(name)
-        return readiness()
+    @app.get("/v2/models/{name}/ready", dependencies=NEEDS_KEY)
+    async def model_ready(name: str) -> JSONResponse:
+        check_model(name)
+        return readiness(state)
 
-    return app
+
+def add_docs(app: FastAPI) -> None:
+    """/openapi.json, /docs (Swagger UI) and /redoc, behind the API key like /v1/info."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=NEEDS_KEY)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=NEEDS_KEY)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=NEEDS_KEY)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")

@@ -146,8 +146,7 @@ def check_result(result: Any, score_keys: tuple[str, ...]) -> tuple[dict[str, fl
 
 
 def _request_images(request: ScoreRequest) -> list[np.ndarray | EncodedImage]:
-    if isinstance(request.images, np.ndarray):
-        return list(request.images)  # views into the one contiguous buffer, no copies
+    # An (N, H, W, 3) batch becomes N views into its one contiguous buffer, no copies.
     return list(request.images)
 
 

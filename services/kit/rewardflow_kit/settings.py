@@ -37,7 +37,7 @@ class ServiceSettings(BaseSettings):
     )
     api_key: SecretStr | None = Field(
         None,
-        description="If set, /v1/score, /v1/info and /v2/models/* need 'Authorization: Bearer <key>'; "
+        description="If set, /v1/score, /v1/info, /v2/models/* (and the docs) need 'Authorization: Bearer <key>'; "
         "health and metrics stay open.",
     )
     device: str | None = Field(None, description="Device for the model (cpu, cuda, cuda:1); default: the scorer's.")
@@ -47,3 +47,6 @@ class ServiceSettings(BaseSettings):
     )
     access_log: bool = Field(False, description="Log one line per HTTP request (uvicorn access log).")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 429 (queue full) and 503.")
+    docs: bool = Field(
+        False, description="Serve /docs, /redoc and /openapi.json; they need the API key when one is set."
+    )
