@@ -1,5 +1,8 @@
 """GenEval's vocabulary (COCO classes, colours, relations, tags) and the per-image metadata it checks.
 
+A `World` names the vocabulary metadata is validated against: `COCO` (GenEval's own, the default) or
+`SHAPES` (the procedural shapes world of rewardflow_geneval.shapes).
+
 The metadata format is GenEval's `prompts/evaluation_metadata.jsonl`, read as is:
 `{"tag": "position", "include": [{"class": "couch", "count": 1}, {"class": "bird", "count": 1,
 "position": ["left of", 0]}], "exclude": [...], "prompt": "..."}`. A malformed entry raises
@@ -32,7 +35,21 @@ POSITIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 TAGS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 """GenEval's six tasks, in the order its summary prints them."""
 
-_OBJECTS = frozenset(OBJECT_NAMES)
+
+@dataclass(frozen=True)
+class World:
+    """A vocabulary GenEval's prompts and metadata draw from: COCO (the benchmark's) or a synthetic one."""
+
+    name: str
+    objects: tuple[str, ...]
+    colors: tuple[str, ...]
+    positions: tuple[str, ...] = POSITIONS
+
+
+COCO = World("coco", OBJECT_NAMES, COLORS)
+SHAPES = World("shapes", ("circle", "square", "triangle"), ("red", "green", "blue", "yellow"))
+"""The procedural shapes world (rewardflow_geneval.shapes): three filled shapes in four pure colours."""
+WORLDS: dict[str, World] = {"coco": COCO, "shapes": SHAPES}
 
 
 class MetadataError(ValueError):
@@ -78,8 +95,11 @@ class Spec:
     prompt: str | None = None
 
 
-def parse_metadata(metadata: Mapping[str, Any]) -> Spec:
-    """GenEval metadata (a dict as in evaluation_metadata.jsonl) -> Spec; MetadataError naming the bad field."""
+def parse_metadata(metadata: Mapping[str, Any], world: World = COCO) -> Spec:
+    """GenEval metadata (a dict as in evaluation_metadata.jsonl) -> Spec; MetadataError naming the bad field.
+
+    Class, colour and relation names must belong to `world` (GenEval's COCO vocabulary by default).
+    """
     if not isinstance(metadata, Mapping):
         raise MetadataError("metadata", f"expected a map with 'tag' and 'include', got {type(metadata).__name__}")
     if "tag" not in metadata:
@@ -93,8 +113,8 @@ def parse_metadata(metadata: Mapping[str, Any]) -> Spec:
     exclude = _clauses(metadata.get("exclude", []), "exclude")
     if not include:
         raise MetadataError("include", "empty; expected at least one {class, count} clause")
-    requirements = tuple(_requirement(clause, f"include[{i}]", i) for i, clause in enumerate(include))
-    exclusions = tuple(_exclusion(clause, f"exclude[{i}]") for i, clause in enumerate(exclude))
+    requirements = tuple(_requirement(clause, f"include[{i}]", i, world) for i, clause in enumerate(include))
+    exclusions = tuple(_exclusion(clause, f"exclude[{i}]", world) for i, clause in enumerate(exclude))
     prompt = metadata.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise MetadataError("prompt", f"expected a string, got {type(prompt).__name__}")
@@ -112,39 +132,51 @@ def _clauses(value: Any, field: str) -> list[Mapping[str, Any]]:
     return list(value)
 
 
-def _class_and_count(clause: Mapping[str, Any], field: str) -> tuple[str, int]:
-    if "class" not in clause:
-        raise MetadataError(f"{field}.class", "missing; expected one of the 80 COCO class names (e.g. 'dog')")
-    name = clause["class"]
-    if name not in _OBJECTS:
-        raise MetadataError(
-            f"{field}.class",
-            f"{name!r} is not one of GenEval's 80 COCO classes (e.g. 'dog', 'traffic light', 'computer mouse')",
+def _class_errors(world: World) -> tuple[str, str]:
+    """(what a missing class, what an unknown class is told), naming the world's vocabulary."""
+    if world == COCO:
+        return (
+            "missing; expected one of the 80 COCO class names (e.g. 'dog')",
+            "is not one of GenEval's 80 COCO classes (e.g. 'dog', 'traffic light', 'computer mouse')",
         )
+    classes = ", ".join(world.objects)
+    return (
+        f"missing; expected one of the {world.name} world's classes ({classes})",
+        f"is not one of the {world.name} world's classes ({classes})",
+    )
+
+
+def _class_and_count(clause: Mapping[str, Any], field: str, world: World) -> tuple[str, int]:
+    missing, unknown = _class_errors(world)
+    if "class" not in clause:
+        raise MetadataError(f"{field}.class", missing)
+    name = clause["class"]
+    if not isinstance(name, str) or name not in world.objects:
+        raise MetadataError(f"{field}.class", f"{name!r} {unknown}")
     count = clause.get("count")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise MetadataError(f"{field}.count", f"{count!r}; expected an integer >= 1")
     return name, count
 
 
-def _requirement(clause: Mapping[str, Any], field: str, index: int) -> Requirement:
-    name, count = _class_and_count(clause, field)
+def _requirement(clause: Mapping[str, Any], field: str, index: int, world: World) -> Requirement:
+    name, count = _class_and_count(clause, field, world)
     color = clause.get("color")
-    if color is not None and color not in COLORS:
-        raise MetadataError(f"{field}.color", f"{color!r}; expected one of {', '.join(COLORS)}")
+    if color is not None and (not isinstance(color, str) or color not in world.colors):
+        raise MetadataError(f"{field}.color", f"{color!r}; expected one of {', '.join(world.colors)}")
     position = clause.get("position")
     if position is not None:
         if (
             not isinstance(position, Sequence)
             or isinstance(position, str)
             or len(position) != 2
-            or position[0] not in POSITIONS
+            or position[0] not in world.positions
             or isinstance(position[1], bool)
             or not isinstance(position[1], int)
         ):
             raise MetadataError(
                 f"{field}.position",
-                f"{position!r}; expected [relation, index] with relation one of {', '.join(POSITIONS)}",
+                f"{position!r}; expected [relation, index] with relation one of {', '.join(world.positions)}",
             )
         if not 0 <= position[1] < index:
             raise MetadataError(
@@ -155,13 +187,14 @@ def _requirement(clause: Mapping[str, Any], field: str, index: int) -> Requireme
     return Requirement(class_name=name, count=count, color=color, position=position)
 
 
-def _exclusion(clause: Mapping[str, Any], field: str) -> Exclusion:
-    name, count = _class_and_count(clause, field)
+def _exclusion(clause: Mapping[str, Any], field: str, world: World) -> Exclusion:
+    name, count = _class_and_count(clause, field, world)
     return Exclusion(class_name=name, count=count)
 
 
-def read_metadata_file(path: str | Path) -> list[dict[str, Any]]:
-    """Entries of an evaluation_metadata.jsonl file (one JSON object per line, each with 'prompt'), validated."""
+def read_metadata_file(path: str | Path, world: World = COCO) -> list[dict[str, Any]]:
+    """Entries of an evaluation_metadata.jsonl file (one JSON object per line, each with 'prompt'), validated
+    against `world`'s vocabulary."""
     path = Path(path)
     entries = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -172,7 +205,7 @@ def read_metadata_file(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
         try:
-            spec = parse_metadata(entry)
+            spec = parse_metadata(entry, world)
         except MetadataError as exc:
             raise ValueError(f"{path}:{number}: {exc}") from None
         if spec.prompt is None:

@@ -4,6 +4,9 @@
 DIR/test_metadata.jsonl (the names the trainer's sd3_geneval preset reads), one GenEval metadata
 object per line with its prompt, in the format of GenEval's evaluation_metadata.jsonl. The splits
 share no prompt; `--exclude evaluation_metadata.jsonl` also keeps the benchmark's own prompts out.
+`--world shapes` draws from the shapes world's vocabulary instead of COCO's: it has only 126 distinct
+prompts (3 single_object, 6 two_object, 9 counting, 12 colors, 24 position, 72 color_attr), so
+e.g. `--n 105 --n-test 21` takes all of them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardflow_geneval.metadata import COLORS, OBJECT_NAMES, POSITIONS, TAGS, read_metadata_file
+from rewardflow_geneval.metadata import COCO, TAGS, WORLDS, World, read_metadata_file
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 ENUMERATE_BELOW = 20_000
@@ -35,7 +38,9 @@ def plural(name: str) -> str:
     return f"{name}es" if name[-1] == "s" else f"{name}s"
 
 
-_COLOURABLE = tuple(name for name in OBJECT_NAMES if name != "person")  # GenEval: no "[colour] person" prompts
+def colourable(world: World) -> tuple[str, ...]:
+    """The classes colour prompts may name: GenEval writes no "[colour] person" prompt for COCO."""
+    return tuple(name for name in world.objects if world != COCO or name != "person")
 
 
 def single_object(name: str) -> dict[str, Any]:
@@ -91,10 +96,12 @@ def _pairs(names: Sequence[str]) -> Iterator[tuple[str, str]]:
     return itertools.permutations(names, 2)
 
 
-def tag_space(tag: str, max_count: int = 4) -> tuple[int, Callable[[np.random.Generator], dict[str, Any]]]:
+def tag_space(
+    tag: str, max_count: int = 4, world: World = COCO
+) -> tuple[int, Callable[[np.random.Generator], dict[str, Any]]]:
     """(how many distinct prompts the tag has, a function drawing one at random), as GenEval draws them."""
-    n, c = len(OBJECT_NAMES), len(_COLOURABLE)
-    pick = OBJECT_NAMES
+    pick, paint, where = world.objects, colourable(world), world.positions
+    n, c, k = len(pick), len(paint), len(world.colors)
     if tag == "single_object":
         return n, lambda rng: single_object(pick[rng.integers(n)])
     if tag == "two_object":
@@ -102,32 +109,40 @@ def tag_space(tag: str, max_count: int = 4) -> tuple[int, Callable[[np.random.Ge
     if tag == "counting":
         return n * (max_count - 1), lambda rng: counting(pick[rng.integers(n)], int(rng.integers(2, max_count + 1)))
     if tag == "colors":
-        return c * len(COLORS), lambda rng: colors(_COLOURABLE[rng.integers(c)], COLORS[rng.integers(len(COLORS))])
+        return c * k, lambda rng: colors(paint[rng.integers(c)], world.colors[rng.integers(k)])
     if tag == "position":
-        return n * (n - 1) * len(POSITIONS), lambda rng: position(
-            *(pick[i] for i in rng.choice(n, 2, replace=False)), POSITIONS[rng.integers(len(POSITIONS))]
+        return n * (n - 1) * len(where), lambda rng: position(
+            *(pick[i] for i in rng.choice(n, 2, replace=False)), where[rng.integers(len(where))]
         )
     if tag == "color_attr":
 
         def draw(rng: np.random.Generator) -> dict[str, Any]:
-            a, b = (_COLOURABLE[i] for i in rng.choice(c, 2, replace=False))
-            ca, cb = (COLORS[i] for i in rng.choice(len(COLORS), 2, replace=False))
+            a, b = (paint[i] for i in rng.choice(c, 2, replace=False))
+            ca, cb = (world.colors[i] for i in rng.choice(k, 2, replace=False))
             return color_attr(a, ca, b, cb)
 
-        return c * (c - 1) * len(COLORS) * (len(COLORS) - 1), draw
+        return c * (c - 1) * k * (k - 1), draw
     raise ValueError(f"tag {tag!r}: expected one of {', '.join(TAGS)}")
 
 
-def _enumerate(tag: str, max_count: int) -> list[dict[str, Any]]:
+def _enumerate(tag: str, max_count: int, world: World = COCO) -> list[dict[str, Any]]:
+    """Every prompt of a tag, in a fixed order (for tags small enough to draw without replacement)."""
+    names, paint = world.objects, colourable(world)
     if tag == "single_object":
-        return [single_object(a) for a in OBJECT_NAMES]
+        return [single_object(a) for a in names]
     if tag == "counting":
-        return [counting(a, k) for a in OBJECT_NAMES for k in range(2, max_count + 1)]
+        return [counting(a, k) for a in names for k in range(2, max_count + 1)]
     if tag == "colors":
-        return [colors(a, col) for a in _COLOURABLE for col in COLORS]
+        return [colors(a, col) for a in paint for col in world.colors]
     if tag == "two_object":
-        return [two_object(a, b) for a, b in _pairs(OBJECT_NAMES)]
-    raise ValueError(f"tag {tag!r} is too large to enumerate")
+        return [two_object(a, b) for a, b in _pairs(names)]
+    if tag == "position":
+        return [position(a, b, rel) for a, b in _pairs(names) for rel in world.positions]
+    if tag == "color_attr":
+        return [
+            color_attr(a, ca, b, cb) for a, b in _pairs(paint) for ca, cb in itertools.permutations(world.colors, 2)
+        ]
+    raise ValueError(f"tag {tag!r}: expected one of {', '.join(TAGS)}")
 
 
 def quotas(total: int, spaces: dict[str, int]) -> dict[str, int]:
@@ -150,6 +165,12 @@ def _held_out(wanted: dict[str, int], n_test: int) -> dict[str, int]:
     out = {tag: int(v) for tag, v in exact.items()}
     for tag in sorted(exact, key=lambda t: out[t] - exact[t])[: n_test - sum(out.values())]:
         out[tag] += 1
+    # A small tag (the shapes world's 3 single_object prompts) may round to none: give it one from the largest.
+    for tag in wanted:
+        donor = max(out, key=lambda t: out[t])
+        if out[tag] == 0 and wanted[tag] >= 2 and out[donor] >= 2:
+            out[donor] -= 1
+            out[tag] += 1
     return out
 
 
@@ -160,15 +181,16 @@ def generate(
     tags: Sequence[str] = TAGS,
     max_count: int = 4,
     exclude_prompts: frozenset[str] = frozenset(),
+    world: World = COCO,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, test) metadata entries: distinct prompts, none in both splits or in `exclude_prompts`."""
+    """(train, test) metadata entries from `world`: distinct prompts, none in both splits or in `exclude_prompts`."""
     rng = np.random.default_rng(seed)
     pools: dict[str, list[dict[str, Any]]] = {}
     spaces: dict[str, int] = {}
     for tag in tags:
-        size, _ = tag_space(tag, max_count)
+        size, _ = tag_space(tag, max_count, world)
         if size < ENUMERATE_BELOW:
-            pools[tag] = [e for e in _enumerate(tag, max_count) if e["prompt"] not in exclude_prompts]
+            pools[tag] = [e for e in _enumerate(tag, max_count, world) if e["prompt"] not in exclude_prompts]
             size = len(pools[tag])
         spaces[tag] = size
     wanted = quotas(n_train + n_test, spaces)
@@ -180,7 +202,7 @@ def generate(
             pool = pools[tag]
             chosen = [pool[i] for i in rng.permutation(len(pool))[: wanted[tag]]]
         else:
-            draw = tag_space(tag, max_count)[1]
+            draw = tag_space(tag, max_count, world)[1]
             seen: dict[str, dict[str, Any]] = {}
             while len(seen) < wanted[tag]:
                 entry = draw(rng)
@@ -207,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-test", type=int, default=None, help="held-out prompts (default n/10)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
+        "--world", choices=sorted(WORLDS), default="coco", help="vocabulary: GenEval's COCO (default) or shapes"
+    )
+    parser.add_argument(
         "--tags", default=",".join(TAGS), help=f"comma-separated tags (default: all of {', '.join(TAGS)})"
     )
     parser.add_argument("--max-count", type=int, default=4, help="largest count in counting prompts (GenEval: 4)")
@@ -223,9 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_test = args.n // 10 if args.n_test is None else args.n_test
     if args.n < 1 or n_test < 0:
         parser.error(f"--n {args.n} / --n-test {n_test}: expected n >= 1 and n-test >= 0")
-    excluded = frozenset(e["prompt"] for path in args.exclude for e in read_metadata_file(path))
+    world = WORLDS[args.world]
+    excluded = frozenset(e["prompt"] for path in args.exclude for e in read_metadata_file(path, world))
     try:
-        train, test = generate(args.n, n_test, args.seed, tags, args.max_count, excluded)
+        train, test = generate(args.n, n_test, args.seed, tags, args.max_count, excluded, world)
     except ValueError as exc:
         parser.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
