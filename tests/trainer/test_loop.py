@@ -77,6 +77,29 @@ def test_two_epochs_write_the_run_outputs_and_stay_on_policy(tmp_path: Path, jpe
     assert "→ end" in result.summary
 
 
+def test_evaluations_are_written_in_genevals_folder_layout(tmp_path: Path, jpeg_url: str) -> None:
+    config = small_config(tmp_path, jpeg_url, "run.epochs=1", "prompts.eval_images_per_prompt=2")
+    train(config, config.reward.endpoints)
+    for name in ("start", "end"):
+        folders = sorted((tmp_path / "eval" / name).iterdir())
+        assert [f.name for f in folders] == ["00000", "00001", "00002", "00003"]  # tiny_eval's 4 prompts
+        for index, folder in enumerate(folders):
+            entry = json.loads((folder / "metadata.jsonl").read_text())
+            assert entry["prompt"] == config_prompts_eval()[index]
+            assert sorted(p.name for p in (folder / "samples").iterdir()) == ["0000.png", "0001.png"]
+    # Two noise seeds per prompt give two different images; the same seed gives the same image at start and end
+    # only if training changed nothing, which it did.
+    start = tmp_path / "eval" / "start" / "00000" / "samples"
+    assert (start / "0000.png").read_bytes() != (start / "0001.png").read_bytes()
+    assert not (tmp_path / "eval" / "start" / "summary.json").exists()  # no geneval reward: no GenEval report
+
+
+def config_prompts_eval() -> list[str]:
+    from rewardflow_trainer.prompts import BUILTIN_PROMPT_SETS
+
+    return list(BUILTIN_PROMPT_SETS["tiny_eval"])
+
+
 def test_lora_run_has_zero_kl_before_its_first_update_and_exports_diffusers_lora(tmp_path: Path, jpeg_url: str) -> None:
     from diffusers import StableDiffusion3Pipeline
     from rewardflow_trainer.models import Guidance, SD3Family

@@ -96,7 +96,7 @@ def _local_services(config: Config, needed: list[str]) -> tuple[object | None, d
                 f"no running service for {missing}: run `rewardflow stack up {' '.join(missing)}`, set "
                 "reward.endpoints, or set reward.start_local_stack=true"
             )
-        stack = start_stack(missing, log_dir=Path(config.run.out_dir) / "logs")
+        stack = start_stack(missing, log_dir=Path(config.run.out_dir) / "logs", env=config.reward.local_env)
         running.update(stack.endpoints)
     return stack, {s: running[s] for s in needed}
 

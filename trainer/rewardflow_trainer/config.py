@@ -205,6 +205,9 @@ class RewardConfig(Section):
     timeout_s: float = _f(60.0, "per-request timeout of the reward client", gt=0)
     max_retries: int = _f(4, "retries of a failed idempotent request", ge=0)
     api_key: str | None = _f(None, "API key sent to the services (never written to the saved config)")
+    local_env: dict[str, str] = Field(
+        default_factory=dict, description="environment of services this run starts, e.g. REWARDFLOW_GENEVAL_DETECTOR"
+    )
 
     @field_validator("weights")
     @classmethod
@@ -252,6 +255,7 @@ class PromptConfig(Section):
     train: str = _f("tiny", "training prompts: built-in name, .txt (one per line) or .jsonl ({'prompt': ...})")
     eval: str = _f("tiny_eval", "held-out evaluation prompts (same forms)")
     eval_limit: int | None = _f(None, "evaluate on the first N eval prompts only; None = all", ge=1)
+    eval_images_per_prompt: int = _f(1, "eval images per prompt, one noise seed each (GenEval: 4)", ge=1)
 
     @model_validator(mode="after")
     def _known_forms(self) -> PromptConfig:

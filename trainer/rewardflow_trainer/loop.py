@@ -14,7 +14,6 @@ services, outputs) are one `Run`.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,19 @@ from rewardflow_trainer.advantages import PerPromptStatTracker, training_mask
 from rewardflow_trainer.checkpoint import TrainingState, capture_rng_state, load_checkpoint, save_checkpoint
 from rewardflow_trainer.config import Config, ConfigError
 from rewardflow_trainer.ema import EMA
+from rewardflow_trainer.evaluation import EvalResult, eval_metrics, evaluate, write_eval
 from rewardflow_trainer.grpo import GRPOUpdater, UpdateSettings, trained_step_count
 from rewardflow_trainer.logging import RunLogger, read_metrics
 from rewardflow_trainer.lora import Policy
 from rewardflow_trainer.models import Guidance, ModelFamily, load_family
-from rewardflow_trainer.prompts import GroupedPromptSampler, Prompt, eval_batches, load_prompts
+from rewardflow_trainer.prompts import GroupedPromptSampler, Prompt, load_prompts
 from rewardflow_trainer.rewards import RewardScorer
 from rewardflow_trainer.run_outputs import RunResult, dump_advantages, finish
-from rewardflow_trainer.sampling import SdeWindow, Trajectory, group_latent_seeds, sample_eval, sample_trajectories
+from rewardflow_trainer.sampling import SdeWindow, Trajectory, group_latent_seeds, sample_trajectories
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+GRID_PROMPTS = 12
+"""Prompts in the before/after grid (sample 0 of the first eval prompts)."""
 
 __all__ = ["RunResult", "RunState", "make_accelerator", "train"]
 
@@ -352,40 +354,26 @@ def epoch_metrics(
 # --- 5. evaluate, log, save --------------------------------------------------------------------
 
 
-def evaluate(run: Run, state: RunState) -> dict[str, Any]:
-    """Noise-0 ODE with the eval step count, EMA weights, held-out prompts; images gathered to every rank."""
-    c, acc = run.config, run.acc
-    mine = eval_batches(run.eval_prompts, c.sample.eval_batch_size, acc.num_processes, acc.process_index,
-                        c.prompts.eval_limit)  # fmt: skip
-    rows: list[tuple[int, str, np.ndarray, float]] = []
-    with torch.no_grad(), acc.autocast(), state.ema.swapped_in() if state.ema is not None else nullcontext():
-        for batch in mine:
-            seeds = group_latent_seeds(batch.prompts, 0, c.run.seed)  # the same noise at every eval
-            trajectory = sample_eval(
-                run.family, batch.prompts, num_steps=c.sample.eval_num_steps, guidance=run.guidance, latent_seeds=seeds
-            )
-            scores = run.scorer.score(trajectory.images, batch.prompts, batch.metadata).total
-            rows += list(zip(batch.prompt_ids, batch.prompts, trajectory.images, scores.tolist(), strict=True))
-    rows = sorted(gather_object(rows), key=lambda r: r[0])
-    return {"prompts": [r[1] for r in rows], "images": [r[2] for r in rows], "rewards": [r[3] for r in rows]}
-
-
 def save_before(run: Run, state: RunState, path: Path) -> None:
-    """Evaluate the untrained model: the "before" of the before/after grid, logged at epoch 0."""
+    """Evaluate the untrained model: eval/start, the "before" of the before/after grid, logged at epoch 0."""
     before = evaluate(run, state)
-    run.logger.log(0, {"eval/reward_mean": float(np.mean(before["rewards"]))})
+    run.logger.log(0, eval_metrics(before))
     if run.acc.is_main_process:
-        np.savez(path, images=np.stack(before["images"]), prompts=before["prompts"], rewards=before["rewards"])
+        write_eval(run.out / "eval" / "start", before, "start (before training)")
+        shown = before.first_samples(GRID_PROMPTS)
+        np.savez(path, images=np.stack(shown.images), prompts=shown.prompts, rewards=shown.rewards)
 
 
-def evaluate_and_save(run: Run, state: RunState, rollout: Rollout, metrics: dict[str, Any]) -> dict[str, Any] | None:
+def evaluate_and_save(run: Run, state: RunState, rollout: Rollout, metrics: dict[str, Any]) -> EvalResult | None:
     """Eval (the last one is the "after" of the grid), metrics, a sample grid and a checkpoint, when due."""
     r, done = run.config.run, state.epoch
     last = done == r.epochs
     after = None
     if (r.eval_every > 0 and done % r.eval_every == 0) or last:
         after = evaluate(run, state)
-        metrics["eval/reward_mean"] = float(np.mean(after["rewards"]))
+        metrics.update(eval_metrics(after))
+        if last and run.acc.is_main_process:
+            write_eval(run.out / "eval" / "end", after, f"end (after {done} epochs)")
     if done % r.log_every == 0 or last:
         run.logger.log(done, metrics)
     if run.acc.is_main_process and ((r.grid_every > 0 and done % r.grid_every == 0) or done in (1, r.epochs)):

@@ -13,6 +13,7 @@ import numpy as np
 from rewardflow_trainer import plots
 
 if TYPE_CHECKING:
+    from rewardflow_trainer.evaluation import EvalResult
     from rewardflow_trainer.loop import Advantages, Rollout
 
 
@@ -32,7 +33,7 @@ class RunResult:
 
 
 def finish(
-    out: Path, records: list[dict], after: dict | None, before_path: Path, wall_s: float, is_main: bool
+    out: Path, records: list[dict], after: EvalResult | None, before_path: Path, wall_s: float, is_main: bool
 ) -> RunResult:
     """Reward curve, before/after grid and summary.json (main process); the start/end training rewards."""
     rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
@@ -45,12 +46,13 @@ def finish(
     plots.reward_curve(records, out / "reward_curve.png", window=window, subtitle=result.summary)
     if after is not None and before_path.exists():
         before = np.load(before_path)
+        shown = after.first_samples(len(before["images"]))
         grid = plots.before_after_grid(
-            after["prompts"],
+            shown.prompts,
             list(before["images"]),
-            after["images"],
+            shown.images,
             before["rewards"].tolist(),
-            after["rewards"],
+            shown.rewards,
             labels=("before", "after"),
         )
         plots.save_image(grid, out / "before_after.png")
@@ -60,6 +62,7 @@ def finish(
         "summary": result.summary,
         "wall_s": wall_s,
         "epochs_averaged": window,
+        **eval_accuracies(out),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return result
@@ -77,3 +80,17 @@ def dump_advantages(directory: Path, epoch: int, rank: int, rollout: Rollout, ad
     }
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"epoch{epoch:04d}-rank{rank}.json").write_text(json.dumps({"epoch": epoch, "rank": rank, **data}))
+
+
+def eval_accuracies(out: Path) -> dict[str, Any]:
+    """GenEval's strict held-out accuracy at the start and the end (share of correct images, per eval seed
+    too, and per tag), from eval/start and eval/end; {} when the run had no geneval reward."""
+    found: dict[str, Any] = {}
+    for name in ("start", "end"):
+        path = out / "eval" / name / "summary.json"
+        if path.is_file():
+            summary = json.loads(path.read_text())
+            found[f"eval_accuracy_{name}"] = summary["correct_images"]
+            found[f"eval_accuracy_{name}_per_seed"] = summary["accuracy_per_sample"]
+            found[f"eval_tags_{name}"] = {tag: v["accuracy"] for tag, v in summary["tags"].items()}
+    return found
