@@ -72,15 +72,20 @@ def _pixel_centres(size: int) -> tuple[np.ndarray, np.ndarray]:
 def object_mask(obj: ShapeObject, size: int = IMAGE_SIZE) -> np.ndarray:
     """(size, size) bool: the pixels whose centres lie inside the shape (no anti-aliasing)."""
     xs, ys = _pixel_centres(size)
-    h = obj.size / 2
-    dx, dy = xs - obj.cx, ys - obj.cy
-    if obj.shape == "square":
+    return shape_mask(obj.shape, obj.cx, obj.cy, obj.size, xs, ys)
+
+
+def shape_mask(shape: str, cx: float, cy: float, side: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Which of the points (xs, ys) lie inside `shape` with bounding-box centre (cx, cy) and side `side`."""
+    h = side / 2
+    dx, dy = xs - cx, ys - cy
+    if shape == "square":
         return (np.abs(dx) < h) & (np.abs(dy) < h)
-    if obj.shape == "circle":
+    if shape == "circle":
         return dx * dx + dy * dy < h * h
-    if obj.shape == "triangle":  # upright isosceles: apex at the top centre, base along the bottom edge
+    if shape == "triangle":  # upright isosceles: apex at the top centre, base along the bottom edge
         return (dy > -h) & (dy < h) & (np.abs(dx) < (dy + h) / 2)
-    raise ValueError(f"shape {obj.shape!r}: expected one of {', '.join(SHAPE_NAMES)}")
+    raise ValueError(f"shape {shape!r}: expected one of {', '.join(SHAPE_NAMES)}")
 
 
 def mask_box(mask: np.ndarray) -> Box:
