@@ -13,13 +13,15 @@ without CLIP. A half-way blend of a colour and white is background, so soft outl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from rewardflow_geneval.rules import Box, Detection
+from rewardflow_geneval.metadata import SHAPES, parse_metadata
+from rewardflow_geneval.rules import Box, Detection, Thresholds, Verdict, colour_requests, evaluate, select_objects
 from rewardflow_geneval.shapes import IMAGE_SIZE, PALETTE, SHAPE_NAMES, shape_mask
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -122,3 +124,18 @@ def shape_ious(mask: np.ndarray) -> dict[str, float]:
         template = shape_mask(shape, cx, centre_y, side, xs, ys)
         ious[shape] = float((template & padded).sum() / (template | padded).sum())
     return ious
+
+
+def judge(
+    image: np.ndarray,
+    metadata: Mapping[str, Any],
+    detector: ShapesDetector | None = None,
+    thresholds: Thresholds | None = None,
+) -> Verdict:
+    """GenEval's verdict and dense score for one image of the shapes world, as the service computes them."""
+    spec = parse_metadata(metadata, SHAPES)
+    thresholds = thresholds or Thresholds()
+    found = (detector or ShapesDetector()).detect_one(image)
+    objects = select_objects(found.detections, spec.tag, thresholds)
+    colours = {name: [found.colors[d.ref] for d in dets] for name, dets in colour_requests(objects, spec).items()}
+    return evaluate(objects, spec, colours, thresholds)
