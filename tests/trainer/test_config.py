@@ -289,3 +289,24 @@ def test_the_refused_configuration_really_divides_zero_by_zero():
 
 def test_sd3_geneval_trains_on_the_dense_score():
     assert preset("sd3_geneval").reward.weights == {"geneval": 1.0}
+
+
+def test_show_config_prints_every_key_and_exits_without_training(capsys):
+    from rewardflow_trainer.cli import main
+
+    assert main(["--show-config", "--preset", "sd3_ocr", "train.learning_rate=1e-3", "--epochs", "7"]) == 0
+    text = capsys.readouterr().out
+    assert "train.learning_rate = 0.001  # AdamW learning rate" in text
+    assert "run.epochs = 7" in text and 'reward.weights = {"ocr": 1.0}' in text
+    keys = config_keys()
+    leaves = [k for k in keys if not any(other.startswith(k + ".") for other in keys)]
+    assert [line.split(" = ")[0] for line in text.splitlines()] == leaves
+
+
+def test_train_help_lists_the_presets(capsys):
+    from rewardflow_trainer.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert all(name in text for name in PRESETS) and "--show-config" in text
