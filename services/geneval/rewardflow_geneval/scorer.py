@@ -114,7 +114,7 @@ class GenevalScorer:
         self.colours.classify([np.full((8, 8, 3), 128, dtype=np.uint8)], ["car"])
 
     def warmup_batch(self) -> Batch:
-        """Two 512x512 images asking for a colour and a position: runs the detector at serving size."""
+        """Two 512x512 images asking for a colour and a position: runs the detector at serving size (shapes: 64x64)."""
         rng = np.random.default_rng(0)
         if self.shapes is not None:
             return self._shapes_warmup_batch(rng)

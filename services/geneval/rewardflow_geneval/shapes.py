@@ -29,7 +29,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "blue": (25, 60, 230),
     "yellow": (240, 210, 0),
 }
-"""The world's colours: pure, far from each other and from white (>= 140 apart in RGB), one per colour word."""
+"""The world's colours, one per colour word: RGB distances >= 187 between them and >= 259 from white."""
 SHAPE_NAMES: tuple[str, ...] = SHAPES.objects
 
 # Layout rules in pixels of a 64-pixel image (scaled for other sizes).
