@@ -136,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--url", action="append", default=[], help="geneval service URL (repeat for replicas); default: "
                    "the running local stack's, else a stack started for this run")  # fmt: skip
     p.add_argument("--api-key", default=None, help="bearer token for the service")
+    p.add_argument("--detector", choices=("mask2former", "shapes"), default="mask2former",
+                   help="detector of a geneval service started here: GenEval's Mask2Former, or the exact detector "
+                   "of the shapes world (the embedded default's model)")  # fmt: skip
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per scoring request (default 300)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device for the model")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="weights dtype (default fp16 on CUDA)")
@@ -170,7 +173,7 @@ def load_model(args: argparse.Namespace) -> Any:
 
 
 @contextmanager
-def geneval_endpoints(urls: Sequence[str], log_dir: Path) -> Iterator[list[str]]:
+def geneval_endpoints(urls: Sequence[str], log_dir: Path, detector: str = "mask2former") -> Iterator[list[str]]:
     """--url, else the running local stack's geneval, else a local stack started (and stopped) here."""
     if urls:
         yield list(urls)
@@ -181,7 +184,7 @@ def geneval_endpoints(urls: Sequence[str], log_dir: Path) -> Iterator[list[str]]
     if running:
         yield running
         return
-    with start_stack(["geneval"], log_dir=log_dir) as stack:
+    with start_stack(["geneval"], log_dir=log_dir, env={"REWARDFLOW_GENEVAL_DETECTOR": detector}) as stack:
         yield stack.endpoints["geneval"]
 
 
@@ -290,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rewardflow eval geneval: {exc}", file=sys.stderr)
         return 2
     try:
-        with geneval_endpoints(args.url, args.out / "logs") as urls:
+        with geneval_endpoints(args.url, args.out / "logs", args.detector) as urls:
             weights = {"geneval_strict": 1.0}
             with RewardScorer({"geneval": urls}, weights, timeout_s=args.timeout, api_key=args.api_key) as scorer:
                 results = generate_and_score(family, entries, scorer, args)
