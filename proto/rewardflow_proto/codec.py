@@ -44,6 +44,9 @@ __all__ = [
 MSGPACK = "application/msgpack"
 JSON = "application/json"
 
+# How deep msgpack's C unpacker nests arrays and maps before it gives up (with an exception that has no message).
+_MSGPACK_MAX_NESTING = 1024
+
 
 # ---------------------------------------------------------------- parsing bodies
 
@@ -64,15 +67,22 @@ def parse_body(body: bytes | memoryview, content_type: str, limits: Limits = Lim
 
     In msgpack bodies the `data` bins under `images` come back as memoryviews of `body` (no copy).
     """
+    depth = f"the contract allows metadata {limits.max_metadata_depth} levels deep"
     if content_type == MSGPACK:
         try:
             return unpack_request(body, limits.max_images)
+        except msgpack.StackError:
+            message = f"arrays and maps are nested deeper than {_MSGPACK_MAX_NESTING} levels ({depth})"
+            raise ContractError("bad_body", f"body is not valid msgpack: {message}") from None
         except Exception as exc:  # msgpack raises several unrelated types on malformed input
-            raise ContractError("bad_body", f"body is not valid msgpack: {exc}") from None
+            raise ContractError("bad_body", f"body is not valid msgpack: {exc or type(exc).__name__}") from None
     if content_type == JSON:
         try:
             return json.loads(bytes(body), parse_float=_finite_json_number, parse_constant=_reject_json_constant)
-        except (ValueError, RecursionError) as exc:
+        except RecursionError:
+            message = f"arrays and objects are nested too deeply for the parser ({depth})"
+            raise ContractError("bad_body", f"body is not valid JSON: {message}") from None
+        except ValueError as exc:
             raise ContractError("bad_body", f"body is not valid JSON: {exc}") from None
     raise ContractError(
         "unsupported_media_type",

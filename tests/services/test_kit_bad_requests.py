@@ -62,6 +62,10 @@ def pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
 
 
+# A `metadata` entry for a 2-item request: an array nested 2000 levels deep, then nil (msgpack-python cannot pack it).
+DEEP_METADATA = pack("metadata") + b"\x92" + b"\x91" * 2000 + b"\xc0" + b"\xc0"
+
+
 BAD_MSGPACK: dict[str, tuple[bytes, int, str, str]] = {
     # name: (body, status, code, a word the message must contain)
     "truncated": (pack(valid())[:-7], 400, "bad_body", "msgpack"),
@@ -112,6 +116,8 @@ BAD_MSGPACK: dict[str, tuple[bytes, int, str, str]] = {
         str(MAX_BATCH),
     ),
     "bad_group_id": (pack(with_(group_ids=[1.5, 2])), 422, "invalid_request", "group_ids"),
+    # msgpack's unpacker stops at 1024 levels with an exception that has no message of its own.
+    "nested_2000_deep": (b"\x85" + pack(valid())[1:] + DEEP_METADATA, 400, "bad_body", "nested deeper than"),
 }
 
 
@@ -149,6 +155,12 @@ BAD_JSON: dict[str, tuple[bytes, int, str, str]] = {
         "base64",
     ),
     "invalid_utf8": (b'{"version":1,"prompts":["\xff"]}', 400, "bad_body", "JSON"),
+    "nested_100000_deep": (
+        b'{"version":1,"prompts":["a"],"metadata":[' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+        400,
+        "bad_body",
+        "nested too deeply",
+    ),
 }
 
 
