@@ -14,9 +14,7 @@ from rapidfuzz.distance import Levenshtein
 
 METADATA_KEY = "target_text"
 
-# Straight quotes close at the next straight quote; a typographic opening quote closes at the
-# typographic closing one. The leftmost complete pair of either kind wins.
-_QUOTED = re.compile(r'"([^"]*)"|\u201c([^\u201d]*)\u201d')
+_OPEN, _CLOSE = "\u201c", "\u201d"
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -30,11 +28,22 @@ def normalize(text: str) -> str:
 
 
 def quoted_text(prompt: str) -> str | None:
-    """The text between the first pair of double quotes ("..." or \u201c...\u201d), or None."""
-    match = _QUOTED.search(prompt)
-    if match is None:
-        return None
-    return match.group(1) if match.group(1) is not None else match.group(2)
+    """The text between the first pair of double quotes ("..." or \u201c...\u201d), or None.
+
+    Straight quotes close at the next straight quote; a typographic opening quote closes at the
+    typographic closing one. The leftmost complete pair of either kind wins. Linear in the prompt: a
+    few str.find calls (a regex search retries every opening quote and is quadratic on unclosed ones).
+    """
+    straight = prompt.find('"')
+    straight_end = prompt.find('"', straight + 1) if straight >= 0 else -1
+    typographic = prompt.find(_OPEN)
+    # Only the first opening quote can pair: a closing quote after a later one comes after the first too.
+    typographic_end = prompt.find(_CLOSE, typographic + 1) if typographic >= 0 else -1
+    if straight_end >= 0 and (typographic_end < 0 or straight < typographic):
+        return prompt[straight + 1 : straight_end]
+    if typographic_end >= 0:
+        return prompt[typographic + 1 : typographic_end]
+    return None
 
 
 def target_text(prompt: str, metadata: dict[str, Any]) -> str:
