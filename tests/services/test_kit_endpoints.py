@@ -16,6 +16,7 @@ METRIC_NAMES = (
     "rewardflow_request_latency_seconds_bucket",
     "rewardflow_batch_size_bucket",
     "rewardflow_in_flight_requests",
+    "rewardflow_receiving_bodies",
     "rewardflow_queue_depth",
     "rewardflow_images_scored_total",
 )
@@ -38,6 +39,8 @@ def test_info_describes_the_service(jpeg_url: str) -> None:
         "score_range": {"compressibility": [None, 0.0], "incompressibility": [0.0, None], "size_kb": [0.0, None]},
         "max_batch_size": 32,
         "max_body_bytes": 64 * 1024 * 1024,
+        "body_timeout_s": 30.0,
+        "max_inflight_bodies": 64,
         "contract_version": VERSION,
     }
 

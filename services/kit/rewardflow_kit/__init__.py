@@ -47,7 +47,7 @@ The kit does the rest: `POST /v1/score` (msgpack or JSON), `/healthz`, `/readyz`
 and one warm-up batch have run; define `warmup_batch() -> Batch` to choose that batch), `/v1/info`,
 `/metrics`, the Open Inference Protocol aliases `/v2/health/live`, `/v2/health/ready`,
 `/v2/models/<name>` and `/v2/models/<name>/ready`, micro-batching of concurrent requests, bounded
-body and queue sizes, an optional bearer API key, the contract's error body for every failure (an
+inputs (see "Limits" below), an optional bearer API key, the contract's error body for every failure (an
 unknown path is 404 `not_found`, a wrong method 405 `method_not_allowed`), and per-item errors:
 
 - an image that does not decode gets `bad_image` in its slot; the other items are still scored;
@@ -76,6 +76,14 @@ Every response carries `timing`: `queue_ms` (waiting for a batch, including up t
 warm-up raises, the process stays up and `/readyz` answers 503 with the error (probes show why;
 an orchestrator's readiness gate keeps traffic away).
 
+## Limits (what a hostile or broken client cannot do)
+
+- Memory for a body grows with the bytes that arrive, never from the declared Content-Length; the
+  whole body must arrive within `REWARDFLOW_BODY_TIMEOUT_S` (else 408 `request_timeout`, connection
+  closed); at most `REWARDFLOW_MAX_INFLIGHT_BODIES` bodies are received at once (else 429, Retry-After).
+
+`GET /v1/info` publishes every one of these limits.
+
 ## Settings (environment variables)
 
 | variable | default | meaning |
@@ -86,6 +94,8 @@ an orchestrator's readiness gate keeps traffic away).
 | `REWARDFLOW_MAX_QUEUE_DELAY_MS` | `5.0` | Triton-style: how long the first queued request waits for a fuller batch. |
 | `REWARDFLOW_MAX_QUEUE_SIZE` | `1024` | Most images waiting in the queue; beyond it: 429 with Retry-After. |
 | `REWARDFLOW_MAX_BODY_BYTES` | `67108864` | Largest request body in bytes; a larger one gets 413 before it is read. |
+| `REWARDFLOW_BODY_TIMEOUT_S` | `30` | Seconds a whole body may take to arrive; slower: 408, connection closed. |
+| `REWARDFLOW_MAX_INFLIGHT_BODIES` | `64` | Most bodies received at once; one more: 429 with Retry-After, unread. |
 | `REWARDFLOW_API_KEY` | unset | Requires `Authorization: Bearer <key>` on `/v1/*` and `/v2/models/*` (and docs). |
 | `REWARDFLOW_DEVICE` | the scorer's | Device for the model (`cpu`, `cuda`, `cuda:1`). |
 | `REWARDFLOW_MODEL` | the scorer's | Model id or local path. |

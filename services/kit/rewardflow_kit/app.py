@@ -31,6 +31,7 @@ from rewardflow_proto import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rewardflow_kit.batcher import MicroBatcher, ModelThread, QueueFull
+from rewardflow_kit.body import BodyGate, receive_body
 from rewardflow_kit.metrics import ScoreRequestMetrics, ServiceMetrics
 from rewardflow_kit.replies import (
     contract_error,
@@ -78,6 +79,7 @@ class ServiceState:
             )  # fmt: skip
         self.max_batch_size = min(requested, scorer.max_batch_size)
         self.limits = Limits(max_images=self.max_batch_size)
+        self.body_gate = BodyGate(settings.max_inflight_bodies, self.metrics.receiving_bodies_now.set)
         api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         self.api_key = api_key.encode("utf-8") if api_key else None
         self.ready = False
@@ -130,6 +132,8 @@ class ServiceState:
             "score_range": {k: list(v) for k, v in s.score_range.items()},
             "max_batch_size": self.max_batch_size,
             "max_body_bytes": self.settings.max_body_bytes,
+            "body_timeout_s": self.settings.body_timeout_s,
+            "max_inflight_bodies": self.settings.max_inflight_bodies,
             "contract_version": VERSION,
         }
 
@@ -137,42 +141,6 @@ class ServiceState:
         if self.load_error is not None:
             return ContractError("not_ready", f"service {self.scorer.name} failed to load: {self.load_error}")
         return ContractError("not_ready", f"service {self.scorer.name} is still loading its model; retry shortly")
-
-
-async def read_body(request: Request, limit: int) -> bytes | memoryview:
-    """The request body, refusing (413) before reading past `limit` bytes."""
-    too_large = ContractError("too_large", f"request body exceeds max_body_bytes of {limit} bytes", "body")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            expected = int(declared)
-        except ValueError:
-            raise ContractError("bad_body", f"Content-Length {declared!r} is not an integer") from None
-        if expected > limit:
-            raise ContractError(
-                "too_large", f"request body of {expected} bytes exceeds max_body_bytes of {limit} bytes", "body"
-            )
-        # One buffer of the declared size: chunks are copied once, never re-joined.
-        buffer = bytearray(expected)
-        view = memoryview(buffer)
-        filled = 0
-        async for chunk in request.stream():
-            if filled + len(chunk) > expected:
-                raise ContractError("bad_body", f"body is longer than its Content-Length of {expected} bytes")
-            view[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
-        if filled != expected:
-            raise ContractError("bad_body", f"body ended after {filled} of its {expected} declared bytes")
-        # Read-only: the decoder's raw image arrays are views into this buffer and reach the scorer.
-        return view.toreadonly()
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def decode(state: ServiceState, body: bytes | memoryview, content_type: str) -> ScoreRequest:
@@ -203,7 +171,8 @@ async def handle_score(state: ServiceState, request: Request, received: float) -
             )
         if not state.ready or state.batcher is None:
             raise state.not_ready_error()
-        body = await read_body(request, state.settings.max_body_bytes)
+        settings = state.settings
+        body = await receive_body(request, settings.max_body_bytes, settings.body_timeout_s, state.body_gate)
         score_request = await decode(state, body, request_type)
         del body
         try:

@@ -44,6 +44,12 @@ class ServiceMetrics:
         self.in_flight = Gauge(
             "rewardflow_in_flight_requests", "Score requests being handled now.", labels, registry=self.registry
         )
+        self.receiving_bodies = Gauge(
+            "rewardflow_receiving_bodies",
+            "Request bodies being received now (at most max_inflight_bodies).",
+            labels,
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "rewardflow_queue_depth", "Images waiting in the micro-batch queue.", labels, registry=self.registry
         )
@@ -56,6 +62,7 @@ class ServiceMetrics:
         self.service = service
         self.in_flight_now = self.in_flight.labels(service)
         self.queue_depth_now = self.queue_depth.labels(service)
+        self.receiving_bodies_now = self.receiving_bodies.labels(service)
         self.latency_now = self.latency.labels(service)
         self.batch_size_now = self.batch_size.labels(service)
         self.images_scored_now = self.images_scored.labels(service)

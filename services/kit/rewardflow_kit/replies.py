@@ -47,6 +47,8 @@ def error_response(err: ContractError, content_type: str, retry_after_s: int) ->
         headers["Retry-After"] = str(retry_after_s)
     if err.code == "unauthorized":
         headers["WWW-Authenticate"] = 'Bearer realm="rewardflow"'
+    if err.code == "request_timeout":
+        headers["Connection"] = "close"  # the rest of the body may still come: the connection cannot be reused
     # The message or field may quote client text, e.g. a lone surrogate from a JSON body.
     safe = ContractError(err.code, encodable(err.message), None if err.field is None else encodable(err.field))
     body = encode_error(safe.to_body(), content_type)

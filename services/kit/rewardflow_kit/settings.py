@@ -35,6 +35,17 @@ class ServiceSettings(BaseSettings):
         ge=1024,
         description="Largest request body in bytes; a larger one gets 413 before it is read.",
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may take to arrive in full; a slower one gets 408 and its connection "
+        "is closed.",
+    )
+    max_inflight_bodies: int = Field(
+        64,
+        ge=1,
+        description="Most request bodies received at once; one more gets 429 with Retry-After before it is read.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="If set, /v1/score, /v1/info, /v2/models/* (and the docs) need 'Authorization: Bearer <key>'; "
