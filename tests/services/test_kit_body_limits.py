@@ -1,4 +1,5 @@
-"""Hostile requests (issue 17): slow bodies hold no memory and get 408, a cap on bodies in flight.
+"""Hostile requests (issue 17): slow bodies hold no memory and get 408, a cap on bodies in flight, disconnects
+are 499.
 
 Every test runs a real service process and talks to it over raw sockets on 127.0.0.1.
 """
@@ -84,3 +85,19 @@ def test_bodies_beyond_max_inflight_bodies_get_429_with_retry_after(service_proc
     assert wait_until(lambda: metric(service.url, "rewardflow_receiving_bodies") == 0, 5.0)
     assert post(service.url, body).status_code == 200
     assert httpx.get(service.url + "/v1/info").json()["max_inflight_bodies"] == 4
+
+
+def test_client_that_disconnects_mid_upload_is_a_499_not_a_500(service_process: Callable) -> None:
+    service = service_process("scorers:ProbeScorer")
+    sock = start_upload(service.port, 1000, b"\x80" * 500)
+    try:
+        assert wait_until(lambda: metric(service.url, "rewardflow_in_flight_requests") == 1, 5.0)
+    finally:
+        sock.close()
+    assert wait_until(lambda: metric(service.url, "rewardflow_in_flight_requests") == 0, 5.0)
+    assert metric(service.url, "rewardflow_requests_total", code="500") == 0
+    assert metric(service.url, "rewardflow_requests_total", code="499") == 1
+    log = service.log()
+    assert "Traceback" not in log, log
+    assert [line for line in log.splitlines() if "disconnected" in line and " ERROR " not in line], log
+    assert post(service.url, encode_request(ScoreRequest(images=random_images(1), prompts=["p"]))).status_code == 200

@@ -81,6 +81,8 @@ an orchestrator's readiness gate keeps traffic away).
 - Memory for a body grows with the bytes that arrive, never from the declared Content-Length; the
   whole body must arrive within `REWARDFLOW_BODY_TIMEOUT_S` (else 408 `request_timeout`, connection
   closed); at most `REWARDFLOW_MAX_INFLIGHT_BODIES` bodies are received at once (else 429, Retry-After).
+- A client that disconnects mid-upload is counted as `code="499"` in `rewardflow_requests_total` and
+  logged in one INFO line; 500 is only ever a kit bug.
 
 `GET /v1/info` publishes every one of these limits.
 

@@ -31,7 +31,7 @@ from rewardflow_proto import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rewardflow_kit.batcher import MicroBatcher, ModelThread, QueueFull
-from rewardflow_kit.body import BodyGate, receive_body
+from rewardflow_kit.body import CLIENT_CLOSED_REQUEST, BodyGate, ClientGone, receive_body
 from rewardflow_kit.metrics import ScoreRequestMetrics, ServiceMetrics
 from rewardflow_kit.replies import (
     contract_error,
@@ -281,6 +281,10 @@ def add_service_routes(app: FastAPI, state: ServiceState) -> None:
         try:
             reply = reply_type(request)
             return await handle_score(state, request, received)
+        except ClientGone as gone:
+            # Nobody is left to answer; the status only labels the request in the metrics.
+            log.info("POST /v1/score: %s; nothing answered (counted as %d)", gone, CLIENT_CLOSED_REQUEST)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception as exc:
             log.exception("unhandled error while scoring")
             return error_response(ContractError("internal", f"internal error: {type(exc).__name__}"), reply, 1)

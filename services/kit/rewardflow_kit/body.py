@@ -2,7 +2,8 @@
 
 Nothing is reserved from the declared Content-Length (a client that declares 64 MiB and sends one byte holds one
 byte), the whole body must arrive within `body_timeout_s` (else 408 `request_timeout` and the connection is
-closed), and at most `max_inflight_bodies` bodies are received at once (beyond: 429 `overloaded`).
+closed), at most `max_inflight_bodies` bodies are received at once (beyond: 429 `overloaded`), and a client that
+disconnects mid-upload is answered nothing and counted as 499 (nginx's "client closed request"), never a 500.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from contextlib import contextmanager
 
 from fastapi import Request
 from rewardflow_proto import ContractError
+from starlette.requests import ClientDisconnect
+
+CLIENT_CLOSED_REQUEST = 499
+"""The status a request is counted under (metrics, logs) when its client went away before the answer."""
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its body had arrived; there is nobody to answer."""
 
 
 class BodyGate:
@@ -86,3 +95,5 @@ async def receive_body(request: Request, limit: int, timeout_s: float, gate: Bod
                 f"{size} did not arrive in full within this service's body_timeout_s of {timeout_s:g} s",
                 "body",
             ) from None
+        except ClientDisconnect:
+            raise ClientGone(f"the client disconnected while sending {size}") from None

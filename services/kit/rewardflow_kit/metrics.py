@@ -23,7 +23,7 @@ class ServiceMetrics:
         labels = ("service",)
         self.requests = Counter(
             "rewardflow_requests",
-            "Score requests by HTTP status code.",
+            "Score requests by HTTP status code; 499: the client disconnected before the answer.",
             (*labels, "code"),
             registry=self.registry,
         )
