@@ -1,11 +1,12 @@
 """Hostile requests (issue 17): slow bodies hold no memory and get 408, a cap on bodies in flight, disconnects
-are 499.
+are 499, a scorer's costly `validate` never stalls the event loop.
 
 Every test runs a real service process and talks to it over raw sockets on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -101,3 +102,19 @@ def test_client_that_disconnects_mid_upload_is_a_499_not_a_500(service_process: 
     assert "Traceback" not in log, log
     assert [line for line in log.splitlines() if "disconnected" in line and " ERROR " not in line], log
     assert post(service.url, encode_request(ScoreRequest(images=random_images(1), prompts=["p"]))).status_code == 200
+
+
+def test_a_slow_validate_runs_off_the_event_loop(service_process: Callable) -> None:
+    service = service_process("limit_scorers:SlowValidateScorer", env={"TEST_VALIDATE_SLEEP_S": "1.0"})
+    body = encode_request(ScoreRequest(images=random_images(1), prompts=["p"]))
+    replies: list[httpx.Response] = []
+    sender = threading.Thread(target=lambda: replies.append(post(service.url, body)))
+    latencies: list[float] = []
+    with httpx.Client() as client:
+        healthz_ms(client, service.url)
+        sender.start()
+        while sender.is_alive() and len(latencies) < 2000:
+            latencies.append(healthz_ms(client, service.url))
+    sender.join(timeout=30)
+    assert replies and replies[0].status_code == 200
+    assert_responsive(latencies, "validate() slept 1 s")

@@ -41,6 +41,7 @@ def test_info_describes_the_service(jpeg_url: str) -> None:
         "max_body_bytes": 64 * 1024 * 1024,
         "body_timeout_s": 30.0,
         "max_inflight_bodies": 64,
+        "max_prompt_chars": 10_000,
         "contract_version": VERSION,
     }
 

@@ -59,7 +59,9 @@ unknown path is 404 `not_found`, a wrong method 405 `method_not_allowed`), and p
 A request that only the reward can judge wrong (OCR: a prompt with no quoted target text and no
 `target_text` metadata) is refused whole before any work is queued: define
 `validate(prompts, metadata)` and raise `InvalidRequest("metadata[3].target_text", "...")`; the
-client gets 422 with that field and message.
+client gets 422 with that field and message. `validate` runs in a worker thread (never on the event
+loop, never in the model thread), so it must be thread-safe and cheap: no model work, nothing worse
+than linear in a prompt (prompts are at most 10,000 characters, the contract's `max_prompt_chars`).
 
 From a shell (JSON bodies are accepted too; binary fields are base64, here one red pixel):
 
@@ -81,6 +83,7 @@ an orchestrator's readiness gate keeps traffic away).
 - Memory for a body grows with the bytes that arrive, never from the declared Content-Length; the
   whole body must arrive within `REWARDFLOW_BODY_TIMEOUT_S` (else 408 `request_timeout`, connection
   closed); at most `REWARDFLOW_MAX_INFLIGHT_BODIES` bodies are received at once (else 429, Retry-After).
+- Decoding and `validate` run in a worker thread, not on the event loop.
 - A client that disconnects mid-upload is counted as `code="499"` in `rewardflow_requests_total` and
   logged in one INFO line; 500 is only ever a kit bug.
 

@@ -48,8 +48,6 @@ from rewardflow_kit.settings import ServiceSettings
 
 log = logging.getLogger("rewardflow_kit")
 
-# Bodies above this are decoded in a worker thread so a big base64/msgpack decode never stalls the loop.
-_DECODE_IN_THREAD_BYTES = 1 << 20
 # The dependency list of every route that needs the API key (when one is set).
 NEEDS_KEY = [Depends(require_api_key)]
 
@@ -134,6 +132,7 @@ class ServiceState:
             "max_body_bytes": self.settings.max_body_bytes,
             "body_timeout_s": self.settings.body_timeout_s,
             "max_inflight_bodies": self.settings.max_inflight_bodies,
+            "max_prompt_chars": self.limits.max_prompt_chars,
             "contract_version": VERSION,
         }
 
@@ -143,11 +142,11 @@ class ServiceState:
         return ContractError("not_ready", f"service {self.scorer.name} is still loading its model; retry shortly")
 
 
-async def decode(state: ServiceState, body: bytes | memoryview, content_type: str) -> ScoreRequest:
+def admit(state: ServiceState, body: memoryview, content_type: str) -> ScoreRequest:
+    """Every whole-request check, in a worker thread (each step grows with the input): decode, then the scorer's
+    `validate`. Raises ContractError."""
     try:
-        if len(body) > _DECODE_IN_THREAD_BYTES:
-            return await asyncio.to_thread(decode_request, body, content_type, state.limits)
-        return decode_request(body, content_type, state.limits)
+        request = decode_request(body, content_type, state.limits)
     except ContractError as err:
         if err.code == "too_large" and err.field == "prompts":
             raise ContractError(
@@ -156,6 +155,12 @@ async def decode(state: ServiceState, body: bytes | memoryview, content_type: st
                 err.field,
             ) from None
         raise
+    try:
+        metadata = request.metadata or [None] * len(request)
+        validate_request(state.scorer, request.prompts, [m or {} for m in metadata])
+    except InvalidRequest as exc:
+        raise ContractError("invalid_request", str(exc), exc.field) from None
+    return request
 
 
 async def handle_score(state: ServiceState, request: Request, received: float) -> Response:
@@ -173,13 +178,8 @@ async def handle_score(state: ServiceState, request: Request, received: float) -
             raise state.not_ready_error()
         settings = state.settings
         body = await receive_body(request, settings.max_body_bytes, settings.body_timeout_s, state.body_gate)
-        score_request = await decode(state, body, request_type)
+        score_request = await asyncio.to_thread(admit, state, body, request_type)
         del body
-        try:
-            metadata = score_request.metadata or [None] * len(score_request)
-            validate_request(state.scorer, score_request.prompts, [m or {} for m in metadata])
-        except InvalidRequest as exc:
-            raise ContractError("invalid_request", str(exc), exc.field) from None
         try:
             timed = await state.batcher.submit(score_request, len(score_request))
         except QueueFull as exc:

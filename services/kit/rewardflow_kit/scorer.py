@@ -81,7 +81,8 @@ def validate_request(scorer: Scorer, prompts: list[str], metadata: list[dict[str
     """Run the scorer's optional `validate(prompts, metadata)` before any work is queued.
 
     A scorer defines it when a request can be wrong in a way only the reward knows (OCR: no target
-    text; GenEval: no tag). It runs on the event loop, so it must be cheap: no model work.
+    text; GenEval: no tag). It runs in a worker thread (not the model thread, never the event loop), so
+    it must be cheap and thread-safe: no model work, nothing worse than linear in the input.
     """
     check = getattr(scorer, "validate", None)
     if callable(check):
