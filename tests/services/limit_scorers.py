@@ -5,7 +5,23 @@ from __future__ import annotations
 import os
 import time
 
+from rewardflow_kit import Batch, ItemFailure, ItemScore
 from scorers import ProbeScorer
+
+
+class WorkingSizeScorer(ProbeScorer):
+    """A ProbeScorer that declares a working resolution of 64 px (its model would resize to that anyway);
+    every item's details also hold the shape of the image it received."""
+
+    name = "worksize"
+    working_size = 64
+
+    def score(self, batch: Batch) -> list[ItemScore | ItemFailure]:
+        results = super().score(batch)
+        for image, result in zip(batch.images, results, strict=True):
+            if isinstance(result, ItemScore) and result.details is not None:
+                result.details["shape"] = list(image.shape)
+        return results
 
 
 class SlowValidateScorer(ProbeScorer):

@@ -42,6 +42,10 @@ def test_info_describes_the_service(jpeg_url: str) -> None:
         "body_timeout_s": 30.0,
         "max_inflight_bodies": 64,
         "max_prompt_chars": 10_000,
+        "max_image_pixels": 4096 * 4096,
+        "max_request_pixels": 2**26,
+        "max_batch_pixels": 2**26,
+        "working_size": None,
         "contract_version": VERSION,
     }
 

@@ -63,6 +63,11 @@ client gets 422 with that field and message. `validate` runs in a worker thread 
 loop, never in the model thread), so it must be thread-safe and cheap: no model work, nothing worse
 than linear in a prompt (prompts are at most 10,000 characters, the contract's `max_prompt_chars`).
 
+A scorer whose model resizes every image anyway may declare `working_size = 224` (an int, the shorter
+side it resizes to; default None): the kit then hands it PNG/JPEG images downscaled while decoding,
+their shorter side still at least `working_size` (JPEG: the decoder's 1/2, 1/4, 1/8 scaling; PNG: a
+box reduce right after decoding). Raw images arrive as sent.
+
 From a shell (JSON bodies are accepted too; binary fields are base64, here one red pixel):
 
 ```bash
@@ -83,7 +88,11 @@ an orchestrator's readiness gate keeps traffic away).
 - Memory for a body grows with the bytes that arrive, never from the declared Content-Length; the
   whole body must arrive within `REWARDFLOW_BODY_TIMEOUT_S` (else 408 `request_timeout`, connection
   closed); at most `REWARDFLOW_MAX_INFLIGHT_BODIES` bodies are received at once (else 429, Retry-After).
-- Decoding and `validate` run in a worker thread, not on the event loop.
+- Decoded pixels are budgeted from what the PNG/JPEG headers declare, before anything is decoded:
+  per image, per request (413 `too_large` naming the limit) and per model call (a merged batch over
+  `REWARDFLOW_MAX_BATCH_PIXELS` is decoded and scored in several calls, each request whole). At the
+  defaults one model call holds at most 2^26 pixels, 192 MiB as RGB.
+- Decoding, `validate` and the header checks run in a worker thread, not on the event loop.
 - A client that disconnects mid-upload is counted as `code="499"` in `rewardflow_requests_total` and
   logged in one INFO line; 500 is only ever a kit bug.
 
@@ -101,6 +110,9 @@ an orchestrator's readiness gate keeps traffic away).
 | `REWARDFLOW_MAX_BODY_BYTES` | `67108864` | Largest request body in bytes; a larger one gets 413 before it is read. |
 | `REWARDFLOW_BODY_TIMEOUT_S` | `30` | Seconds a whole body may take to arrive; slower: 408, connection closed. |
 | `REWARDFLOW_MAX_INFLIGHT_BODIES` | `64` | Most bodies received at once; one more: 429 with Retry-After, unread. |
+| `REWARDFLOW_MAX_IMAGE_PIXELS` | `16777216` | Most pixels (H·W) of one image, raw or per its header; more: 413. |
+| `REWARDFLOW_MAX_REQUEST_PIXELS` | `67108864` | Most pixels of a request's images in all (192 MiB as RGB); more: 413. |
+| `REWARDFLOW_MAX_BATCH_PIXELS` | `67108864` | Most pixels decoded per model call (at least the request budget). |
 | `REWARDFLOW_API_KEY` | unset | Requires `Authorization: Bearer <key>` on `/v1/*` and `/v2/models/*` (and docs). |
 | `REWARDFLOW_DEVICE` | the scorer's | Device for the model (`cpu`, `cuda`, `cuda:1`). |
 | `REWARDFLOW_MODEL` | the scorer's | Model id or local path. |

@@ -23,7 +23,6 @@ from rewardflow_proto import (
     VERSION,
     ContractError,
     Limits,
-    ScoreRequest,
     ScoreResponse,
     decode_request,
     encode_response,
@@ -32,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rewardflow_kit.batcher import MicroBatcher, ModelThread, QueueFull
 from rewardflow_kit.body import CLIENT_CLOSED_REQUEST, BodyGate, ClientGone, receive_body
+from rewardflow_kit.images import Admitted, PixelLimits, pixel_chunks, request_pixels, working_size_of
 from rewardflow_kit.metrics import ScoreRequestMetrics, ServiceMetrics
 from rewardflow_kit.replies import (
     contract_error,
@@ -76,14 +76,16 @@ class ServiceState:
                 requested, scorer.name, scorer.max_batch_size, scorer.max_batch_size,
             )  # fmt: skip
         self.max_batch_size = min(requested, scorer.max_batch_size)
-        self.limits = Limits(max_images=self.max_batch_size)
+        self.limits = Limits(max_images=self.max_batch_size, max_pixels=settings.max_image_pixels)
+        self.pixels = pixel_limits(settings)
+        self.working_size = working_size_of(scorer)
         self.body_gate = BodyGate(settings.max_inflight_bodies, self.metrics.receiving_bodies_now.set)
         api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         self.api_key = api_key.encode("utf-8") if api_key else None
         self.ready = False
         self.load_error: str | None = None
         self.model_thread: ModelThread | None = None
-        self.batcher: MicroBatcher[ScoreRequest, Outcome] | None = None
+        self.batcher: MicroBatcher[Admitted, Outcome] | None = None
 
     def load_and_warm_up(self) -> None:
         """Runs in the model thread: load() then one warm-up batch through score()."""
@@ -106,8 +108,13 @@ class ServiceState:
         else:
             self.ready = True
 
-    def run_batch(self, requests: list[ScoreRequest]) -> list[Outcome]:
-        outcomes = score_requests(self.scorer, requests, self.limits.max_pixels)
+    def run_batch(self, admitted: list[Admitted]) -> list[Outcome]:
+        """Runs in the model thread: the merged requests in model calls of at most max_batch_pixels each."""
+        outcomes: list[Outcome] = []
+        for start, end in pixel_chunks([a.pixels for a in admitted], self.pixels.per_batch):
+            requests = [a.request for a in admitted[start:end]]
+            self.metrics.batch_size_now.observe(sum(len(r) for r in requests))
+            outcomes += score_requests(self.scorer, requests, self.limits.max_pixels, self.working_size)
         self.metrics.images_scored_now.inc(sum(o.n_scored for o in outcomes))
         return outcomes
 
@@ -133,6 +140,10 @@ class ServiceState:
             "body_timeout_s": self.settings.body_timeout_s,
             "max_inflight_bodies": self.settings.max_inflight_bodies,
             "max_prompt_chars": self.limits.max_prompt_chars,
+            "max_image_pixels": self.pixels.per_image,
+            "max_request_pixels": self.pixels.per_request,
+            "max_batch_pixels": self.pixels.per_batch,
+            "working_size": self.working_size,
             "contract_version": VERSION,
         }
 
@@ -142,9 +153,21 @@ class ServiceState:
         return ContractError("not_ready", f"service {self.scorer.name} is still loading its model; retry shortly")
 
 
-def admit(state: ServiceState, body: memoryview, content_type: str) -> ScoreRequest:
-    """Every whole-request check, in a worker thread (each step grows with the input): decode, then the scorer's
-    `validate`. Raises ContractError."""
+def pixel_limits(settings: ServiceSettings) -> PixelLimits:
+    """The pixel budgets of the settings; a model call must hold at least one whole request."""
+    per_batch = settings.max_batch_pixels
+    if per_batch < settings.max_request_pixels:
+        log.warning(
+            "REWARDFLOW_MAX_BATCH_PIXELS=%d is below REWARDFLOW_MAX_REQUEST_PIXELS=%d; using %d",
+            per_batch, settings.max_request_pixels, settings.max_request_pixels,
+        )  # fmt: skip
+        per_batch = settings.max_request_pixels
+    return PixelLimits(settings.max_image_pixels, settings.max_request_pixels, per_batch)
+
+
+def admit(state: ServiceState, body: memoryview, content_type: str) -> Admitted:
+    """Every whole-request check, in a worker thread (each step grows with the input): decode, the scorer's
+    `validate`, the images' declared pixels. Raises ContractError."""
     try:
         request = decode_request(body, content_type, state.limits)
     except ContractError as err:
@@ -160,7 +183,7 @@ def admit(state: ServiceState, body: memoryview, content_type: str) -> ScoreRequ
         validate_request(state.scorer, request.prompts, [m or {} for m in metadata])
     except InvalidRequest as exc:
         raise ContractError("invalid_request", str(exc), exc.field) from None
-    return request
+    return Admitted(request, request_pixels(request, state.pixels))
 
 
 async def handle_score(state: ServiceState, request: Request, received: float) -> Response:
@@ -178,10 +201,11 @@ async def handle_score(state: ServiceState, request: Request, received: float) -
             raise state.not_ready_error()
         settings = state.settings
         body = await receive_body(request, settings.max_body_bytes, settings.body_timeout_s, state.body_gate)
-        score_request = await asyncio.to_thread(admit, state, body, request_type)
+        admitted = await asyncio.to_thread(admit, state, body, request_type)
         del body
+        score_request = admitted.request
         try:
-            timed = await state.batcher.submit(score_request, len(score_request))
+            timed = await state.batcher.submit(admitted, len(score_request))
         except QueueFull as exc:
             raise ContractError("overloaded", f"service {state.scorer.name} is busy: {exc}; retry later") from None
     except ContractError as err:
@@ -223,7 +247,6 @@ def create_app(scorer: Scorer, settings: ServiceSettings | None = None) -> FastA
             max_batch_size=state.max_batch_size,
             max_queue_delay_s=settings.max_queue_delay_ms / 1000,
             max_queue_size=settings.max_queue_size,
-            on_batch=metrics.batch_size_now.observe,
             on_depth=metrics.queue_depth_now.set,
         )
         state.batcher.start()

@@ -6,16 +6,15 @@ their slots; the other items are still scored.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image as PILImage
 from rewardflow_proto import EncodedImage, ItemError, ScoreRequest
 
+from rewardflow_kit.images import decode_image
 from rewardflow_kit.scorer import Batch, ItemFailure, ItemScore, Scorer
 
 log = logging.getLogger("rewardflow_kit")
@@ -40,26 +39,6 @@ def encodable(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
-
-
-def decode_image(image: np.ndarray | EncodedImage, max_pixels: int) -> np.ndarray:
-    """A request image as uint8 (H, W, 3); raises ItemFailure("bad_image") for a corrupt file."""
-    if isinstance(image, np.ndarray):
-        return image
-    try:
-        with PILImage.open(io.BytesIO(image.data), formats=("PNG", "JPEG")) as pil:
-            width, height = pil.size
-            if width * height > max_pixels:
-                raise ItemFailure(
-                    "bad_image", f"{image.format} image of {width}x{height} pixels exceeds the limit of {max_pixels}"
-                )
-            rgb = pil.convert("RGB")
-            rgb.load()
-    except ItemFailure:
-        raise
-    except Exception as exc:  # Pillow raises many unrelated types on corrupt files
-        raise ItemFailure("bad_image", f"cannot decode the {image.format} image: {type(exc).__name__}: {exc}") from None
-    return np.asarray(rgb)
 
 
 def _item_error(failure: ItemFailure) -> ItemError:
@@ -150,8 +129,13 @@ def _request_images(request: ScoreRequest) -> list[np.ndarray | EncodedImage]:
     return list(request.images)
 
 
-def score_requests(scorer: Scorer, requests: list[ScoreRequest], max_pixels: int) -> list[Outcome]:
-    """Score several requests as one merged batch and split the results back, in order."""
+def score_requests(
+    scorer: Scorer, requests: list[ScoreRequest], max_pixels: int, working_size: int | None = None
+) -> list[Outcome]:
+    """Score several requests as one merged batch and split the results back, in order.
+
+    Encoded images are decoded here (downscaled towards `working_size` when given), just before the call.
+    """
     errors: list[ItemError | None] = []
     batch = Batch(images=[], prompts=[], metadata=[], group_ids=[])
     slots: list[int] = []  # flat item index of each batch entry
@@ -163,7 +147,7 @@ def score_requests(scorer: Scorer, requests: list[ScoreRequest], max_pixels: int
             _request_images(request), request.prompts, metadata, group_ids, strict=True
         ):
             try:
-                array = decode_image(image, max_pixels)
+                array = decode_image(image, max_pixels, working_size)
             except ItemFailure as failure:
                 errors.append(_item_error(failure))
             else:

@@ -46,6 +46,22 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="Most request bodies received at once; one more gets 429 with Retry-After before it is read.",
     )
+    max_image_pixels: int = Field(
+        4096 * 4096,
+        ge=1,
+        description="Most pixels (H x W) of one image, raw or as declared by a PNG/JPEG header; more: 413.",
+    )
+    max_request_pixels: int = Field(
+        2**26,
+        ge=1,
+        description="Most pixels of all images of one request together (3 bytes each once decoded); more: 413.",
+    )
+    max_batch_pixels: int = Field(
+        2**26,
+        ge=1,
+        description="Most pixels decoded for one model call; merged requests beyond it are scored in several "
+        "calls. At least max_request_pixels.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="If set, /v1/score, /v1/info, /v2/models/* (and the docs) need 'Authorization: Bearer <key>'; "
