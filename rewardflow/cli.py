@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 from rewardflow_kit import stack
-from rewardflow_kit.registry import service_names, unknown_service_message
+from rewardflow_kit.registry import service_names
+from rewardflow_proto.client_policy import reward_service_suggestions
+from rewardflow_proto.names import did_you_mean
 
 EXIT_USER_ERROR = 2
 
@@ -104,13 +106,15 @@ def parse_rewards(
 
 
 def _no_endpoint_message(reward: str, service: str, installed: list[str]) -> str:
-    """Why a reward has no URL, and how to get one: a URL, or `stack up` for an installed service."""
-    message = (
+    """Why a reward has no URL, and how to get one: a URL, or `stack up` for an installed service; a name that
+    no installed service matches gets the did-you-mean of every unknown name instead."""
+    if service not in installed:
+        suggestions = reward_service_suggestions(reward, installed)
+        return f"--reward {reward}: {did_you_mean(reward, installed, 'reward service', suggestions)}"
+    return (
         f"reward {reward}: no URL given and no local stack serves {service!r}; pass --reward {reward}=http://HOST:PORT"
     )
-    if service in installed:
-        return f"{message} or run `rewardflow stack up {service}`"
-    return f"{message} ({unknown_service_message(service, installed)})"
+        f" or run `rewardflow stack up {service}`"
 
 
 def _service_of(name: str, services: Sequence[str]) -> str:
@@ -254,9 +258,11 @@ EVALS: dict[str, str] = {"geneval": "rewardflow_trainer.eval_geneval"}
 
 def cmd_eval(argv: list[str]) -> int:
     name = argv[0] if argv else ""
-    if name not in EVALS:
+    if not name or name.startswith("-"):
         raise UserError(f"usage: rewardflow eval {{{','.join(EVALS)}}} [options]; got {name or 'nothing'!r}")
     try:
+    if name not in EVALS:
+        raise UserError(f"rewardflow eval: {did_you_mean(name, EVALS, 'benchmark')}")
         module = importlib.import_module(EVALS[name])
     except ImportError as exc:
         raise UserError(f"the trainer is not available ({exc}); install it with `pip install -e trainer`") from None

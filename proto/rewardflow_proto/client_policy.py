@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from rewardflow_proto.names import close_matches, did_you_mean
+
 RETRYABLE_STATUS = frozenset({408, 429, 503})
 """Statuses that are safe to retry: the request was not (or not fully) processed."""
 
@@ -52,7 +54,7 @@ def resolve_reward(name: str, score_keys: dict[str, Sequence[str]]) -> tuple[str
         if name.startswith(service + "_") and key in score_keys[service]:
             return service, key
     valid = [n for s, keys in score_keys.items() for n in (s, *(f"{s}_{k}" for k in keys))]
-    raise ValueError(f"unknown reward {name!r}; valid reward names are: {', '.join(valid) or '(no services)'}")
+    raise ValueError(did_you_mean(name, valid, "reward"))
 
 
 def service_of(name: str, services: Sequence[str]) -> str:
@@ -61,8 +63,14 @@ def service_of(name: str, services: Sequence[str]) -> str:
         if name == service or name.startswith(service + "_"):
             return service
     raise ValueError(
-        f"reward {name!r} names no configured service; services with URLs are: {', '.join(services) or '(none)'}"
+        f"reward {name!r} names no configured service: "
+        + did_you_mean(name, services, "service", reward_service_suggestions(name, services))
     )
+
+
+def reward_service_suggestions(name: str, services: Sequence[str]) -> list[str]:
+    """Services a mistyped reward name may have meant: close to the whole name, or to its part before '_'."""
+    return close_matches(name, services) or close_matches(name.split("_", 1)[0], services)
 
 
 def plan_chunks(

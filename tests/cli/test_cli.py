@@ -196,6 +196,8 @@ def test_eval_dispatches_to_the_report_and_refuses_unknown_reports(capsys) -> No
     from rewardflow.cli import main
 
     assert main(["eval", "nosuch"]) == 2
+    assert "unknown benchmark 'nosuch' (known benchmarks: geneval)" in capsys.readouterr().err
+    assert main(["eval"]) == 2
     assert "rewardflow eval {geneval}" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # argparse's --help of the report itself
         main(["eval", "geneval", "--help"])

@@ -76,7 +76,7 @@ def test_no_service_package_has_a_main_or_a_scorer_spec() -> None:
 
 
 def test_an_unknown_name_gets_the_known_ones_and_a_suggestion() -> None:
-    with pytest.raises(ValueError, match=r"unknown service 'jpg' \(did you mean 'jpeg'\?\); known services are: .*"):
+    with pytest.raises(ValueError, match=r"unknown service 'jpg'; did you mean 'jpeg'\? \(known services: .*\)"):
         scorer_spec("jpg")
     with pytest.raises(ValueError) as far_off:
         scorer_spec("zzzzzz")
@@ -90,6 +90,5 @@ def test_the_kit_refuses_an_unknown_name_in_one_line() -> None:
     assert proc.returncode == 2
     known = ", ".join(sorted(discover()))
     assert (
-        proc.stderr.strip()
-        == f"error: unknown service 'pickscor' (did you mean 'pickscore'?); known services are: {known}"
+        proc.stderr.strip() == f"error: unknown service 'pickscor'; did you mean 'pickscore'? (known services: {known})"
     )

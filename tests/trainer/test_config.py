@@ -106,8 +106,8 @@ def test_typed_values_skip_the_text_parsing():
 @pytest.mark.parametrize(
     ("assignment", "message"),
     [
-        ("train.learnin_rate=1", "unknown config key 'train.learnin_rate'; did you mean train.learning_rate"),
-        ("sample.num_stepz=1", "unknown config key 'sample.num_stepz'; did you mean sample.num_steps"),
+        ("train.learnin_rate=1", "unknown config key 'train.learnin_rate'; did you mean 'train.learning_rate'?"),
+        ("sample.num_stepz=1", "unknown config key 'sample.num_stepz'; did you mean 'sample.num_steps'?"),
         ("sample.num_steps=ten", "sample.num_steps = 'ten': input should be a valid integer"),
         ("sample.cfg=maybe", "sample.cfg = 'maybe': input should be a valid boolean"),
         ("sample.sde_window=1,2", "sample.sde_window.2 = ['1', '2']: field required"),

@@ -8,7 +8,6 @@ the model family is registered).
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
+from rewardflow_proto.names import did_you_mean
 
 from rewardflow_trainer.prompts import prompt_source_problems
 
@@ -235,16 +235,17 @@ class RewardConfig(Section):
 
     def services(self, known: Sequence[str]) -> list[str]:
         """The services the weights need, among `known` ones (the client's rule: longest name prefix)."""
-        from rewardflow_proto.client_policy import service_of
+        from rewardflow_proto.client_policy import reward_service_suggestions, service_of
 
         needed = set()
         for name in self.weights:
             try:
                 needed.add(service_of(name, known))
             except ValueError:
+                unknown = did_you_mean(name, sorted(known), "reward service", reward_service_suggestions(name, known))
                 raise ValueError(
                     f"reward.weights.{name} = {self.weights[name]}: expected a reward of one of the services "
-                    f"{sorted(known)} ('<service>' or '<service>_<score key>')"
+                    f"('<service>' or '<service>_<score key>'): {unknown}"
                 ) from None
         return sorted(needed)
 
@@ -390,9 +391,7 @@ def config_keys(cls: type[BaseModel] = Config, prefix: str = "") -> list[str]:
 
 def unknown_key_message(key: str, valid: list[str]) -> str:
     """Error text for an unknown key, with close matches (or every valid key)."""
-    close = difflib.get_close_matches(key, valid, n=4, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
-    return f"unknown config key {key!r}{hint}"
+    return did_you_mean(key, valid, "config key")
 
 
 _KEYED = re.compile(r"^[a-z_]+\.[\w.-]+ = ")

@@ -168,7 +168,9 @@ PRESETS: dict[str, Callable[[], Config]] = {
 def preset(name: str) -> Config:
     """A fresh Config for a named preset; ConfigError lists the valid names."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        from rewardflow_proto.names import did_you_mean
+
+        raise ConfigError(did_you_mean(name, PRESETS, "preset"))
     return PRESETS[name]()
 
 

@@ -11,9 +11,10 @@ and, once the package is installed, `python -m rewardflow_kit jpeg`, `rewardflow
 
 from __future__ import annotations
 
-import difflib
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
+
+from rewardflow_proto.names import did_you_mean
 
 if TYPE_CHECKING:
     from rewardflow_kit.scorer import Scorer
@@ -32,11 +33,10 @@ def service_names() -> list[str]:
 
 
 def unknown_service_message(name: str, known: list[str]) -> str:
-    """'unknown service ...; known services are: ...' with a did-you-mean suggestion when one is close."""
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    listed = ", ".join(known) or f"(none: no installed package declares a {GROUP!r} entry point)"
-    return f"unknown service {name!r}{hint}; known services are: {listed}"
+    """'unknown service ...; did you mean ...? (known services: ...)', from the one did-you-mean helper."""
+    if not known:
+        return f"unknown service {name!r} (none is installed: no package declares a {GROUP!r} entry point)"
+    return did_you_mean(name, known, "service")
 
 
 def scorer_spec(name: str) -> str:
