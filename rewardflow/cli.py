@@ -113,8 +113,8 @@ def _no_endpoint_message(reward: str, service: str, installed: list[str]) -> str
         return f"--reward {reward}: {did_you_mean(reward, installed, 'reward service', suggestions)}"
     return (
         f"reward {reward}: no URL given and no local stack serves {service!r}; pass --reward {reward}=http://HOST:PORT"
-    )
         f" or run `rewardflow stack up {service}`"
+    )
 
 
 def _service_of(name: str, services: Sequence[str]) -> str:
@@ -260,9 +260,9 @@ def cmd_eval(argv: list[str]) -> int:
     name = argv[0] if argv else ""
     if not name or name.startswith("-"):
         raise UserError(f"usage: rewardflow eval {{{','.join(EVALS)}}} [options]; got {name or 'nothing'!r}")
-    try:
     if name not in EVALS:
         raise UserError(f"rewardflow eval: {did_you_mean(name, EVALS, 'benchmark')}")
+    try:
         module = importlib.import_module(EVALS[name])
     except ImportError as exc:
         raise UserError(f"the trainer is not available ({exc}); install it with `pip install -e trainer`") from None
