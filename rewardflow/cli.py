@@ -280,10 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "serve":
             try:
-                stack.serve(args.name, args.host, args.port)
+                return stack.serve(args.name, args.host, args.port)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
-            return 0
         if args.command == "score":
             return cmd_score(args)
         return cmd_stack(args)

@@ -73,7 +73,7 @@ def test_stop_leaves_a_process_that_is_not_ours_alone() -> None:
 
 
 def test_unknown_service_is_refused_before_anything_starts(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown service 'nosuch'; known services are: .*\bjpeg\b"):
+    with pytest.raises(ValueError, match=r"unknown service 'nosuch' \(known services: .*\bjpeg\b"):
         start_stack(["jpeg", "nosuch"], log_dir=tmp_path)
 
 

@@ -139,10 +139,12 @@ def test_image_along_the_heads_direction_scores_the_maximum(
 def test_missing_or_mismatched_head_keeps_the_service_up_and_not_ready(
     service_process: Callable, clip_dir: Path, tmp_path: Path
 ) -> None:
-    missing = service_process("aesthetic", env=service_env(clip_dir), wait="/healthz")
+    stay = {"REWARDFLOW_STAY_UP_ON_LOAD_ERROR": "1"}  # by default the service would exit with the reason
+    missing = service_process("aesthetic", env=service_env(clip_dir, **stay), wait="/healthz")
     big_head = tmp_path / "head768.pth"
     torch.save(released_state_dict(768), big_head)
-    mismatched = service_process("aesthetic", env=service_env(clip_dir, REWARDFLOW_HEAD=str(big_head)), wait="/healthz")
+    env = service_env(clip_dir, REWARDFLOW_HEAD=str(big_head), **stay)
+    mismatched = service_process("aesthetic", env=env, wait="/healthz")
     for service, expected in [(missing, "REWARDFLOW_HEAD is not set"), (mismatched, "takes 768-d embeddings")]:
         for _ in range(600):
             reply = httpx.get(service.url + "/readyz", timeout=5)

@@ -169,7 +169,11 @@ def test_loads_a_hub_id_from_the_cache_offline(service_process, tiny_models) -> 
 
 
 def test_an_uncached_hub_id_offline_is_not_ready_and_says_why(service_process, tiny_models) -> None:
-    env = service_env(tiny_models, REWARDFLOW_MODEL="facebook/mask2former-swin-small-coco-instance")
+    env = service_env(
+        tiny_models,
+        REWARDFLOW_MODEL="facebook/mask2former-swin-small-coco-instance",
+        REWARDFLOW_STAY_UP_ON_LOAD_ERROR="1",
+    )
     service = service_process("geneval", env=env, wait="/healthz", timeout_s=60)
     body = ""
     for _ in range(600):

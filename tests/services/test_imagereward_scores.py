@@ -318,7 +318,7 @@ def test_a_model_folder_without_weights_stays_unready_with_the_reason(
 
     folder = write_tiny_checkpoint(tmp_path / "model")
     (folder / "ImageReward.pt").unlink()
-    env = {"REWARDFLOW_MODEL": str(folder), "REWARDFLOW_DEVICE": "cpu"}
+    env = {"REWARDFLOW_MODEL": str(folder), "REWARDFLOW_DEVICE": "cpu", "REWARDFLOW_STAY_UP_ON_LOAD_ERROR": "true"}
     service = service_process("imagereward", env=env, wait="/healthz", timeout_s=120)
     deadline = time.monotonic() + 120
     while httpx.get(service.url + "/readyz", timeout=5).json()["status"] == "loading":

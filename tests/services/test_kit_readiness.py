@@ -1,4 +1,5 @@
-"""Readiness: 503 until load() and the warm-up batch have run; a failed load stays 503 with its reason."""
+"""Readiness: 503 until load() and the warm-up batch have run; a failed load, when asked to stay up, stays 503
+with its reason."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def test_not_ready_until_warm_up_has_run(service_process: Callable, tmp_path: Pa
 
 @pytest.mark.slow
 def test_failed_load_keeps_the_process_up_and_not_ready_with_the_reason(service_process: Callable) -> None:
-    service = service_process("scorers:BrokenLoadScorer", wait="/healthz")
+    # REWARDFLOW_STAY_UP_ON_LOAD_ERROR keeps this behaviour; by default the service exits (test_load_failure.py).
+    env = {"REWARDFLOW_STAY_UP_ON_LOAD_ERROR": "true"}
+    service = service_process("scorers:BrokenLoadScorer", env=env, wait="/healthz")
     deadline = time.monotonic() + 30
     while httpx.get(service.url + "/readyz").json()["status"] == "loading" and time.monotonic() < deadline:
         time.sleep(0.05)

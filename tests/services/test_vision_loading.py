@@ -11,6 +11,7 @@ from rewardflow_vision import (
     ClipEmbedder,
     ModelSettings,
     hub_offline,
+    hub_unreachable,
     load_state_dict_file,
     parse_device,
     parse_dtype,
@@ -38,13 +39,23 @@ def test_missing_path_is_an_error_naming_the_setting(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("value", "offline"), [("1", True), ("true", True), ("0", False), ("", False)])
-def test_hub_ids_follow_hf_hub_offline(monkeypatch: pytest.MonkeyPatch, value: str, offline: bool) -> None:
+def test_hub_ids_follow_hf_hub_offline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str, offline: bool
+) -> None:
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    snapshot = tmp_path / "models--openai--clip-vit-large-patch14" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
     assert hub_offline() is offline
     source = resolve_source("openai/clip-vit-large-patch14", revision="main")
     assert not source.local
-    assert source.from_pretrained_kwargs() == {"local_files_only": offline, "revision": "main"}
+    # A cached model loads from the cache when offline, and also when the hub does not answer (no retries).
+    cache_only = offline or hub_unreachable() is not None
+    assert source.from_pretrained_kwargs() == {"local_files_only": cache_only, "revision": "main"}
 
 
 def test_offline_hub_id_not_in_cache_fails_with_where_it_looked(

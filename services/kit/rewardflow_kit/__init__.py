@@ -120,6 +120,11 @@ an orchestrator's readiness gate keeps traffic away).
 | `REWARDFLOW_ACCESS_LOG` | `false` | Log one line per HTTP request. |
 | `REWARDFLOW_RETRY_AFTER_S` | `1` | Retry-After seconds sent with 429 (queue full) and 503 (not ready). |
 | `REWARDFLOW_DOCS` | `false` | Serve `/docs`, `/redoc`, `/openapi.json` (behind the API key when one is set). |
+| `REWARDFLOW_STAY_UP_ON_LOAD_ERROR` | `false` | Stay up, `/readyz` 503 with the reason, when the model cannot load. |
+
+A model that cannot load ends the process by default: exit code 3 and, as the last line on stderr,
+`<service>: <cause>` naming the setting (for a model missing from the Hugging Face cache, also the
+`rewardflow models pull <service>` to run); `rewardflow stack up` and the trainer report that line.
 """
 
 from __future__ import annotations

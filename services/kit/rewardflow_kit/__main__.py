@@ -11,9 +11,11 @@ import argparse
 import os
 import sys
 
+from pydantic import ValidationError
+
 from rewardflow_kit.registry import load_service, service_names
 from rewardflow_kit.server import load_scorer, run
-from rewardflow_kit.settings import ServiceSettings
+from rewardflow_kit.settings import ServiceSettings, settings_error_line
 
 SERVICE_ENV = "REWARDFLOW_SERVICE"
 
@@ -43,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"no service given: pass NAME or set {SERVICE_ENV}")
         settings = ServiceSettings(**overrides)
         scorer = load_scorer(name) if ":" in name else load_service(name)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+    except ValidationError as exc:
+        print(f"error: {settings_error_line(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run(scorer, settings)
-    return 0
+    return run(scorer, settings)
 
 
 if __name__ == "__main__":

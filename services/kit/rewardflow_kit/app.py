@@ -10,7 +10,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import numpy as np
@@ -84,6 +84,9 @@ class ServiceState:
         self.api_key = api_key.encode("utf-8") if api_key else None
         self.ready = False
         self.load_error: str | None = None
+        self.load_failure: str | None = None
+        """The one line a service that cannot load exits with: '<service>: <cause>' (and what to run)."""
+        self.on_load_failure: Callable[[], None] = lambda: None
         self.model_thread: ModelThread | None = None
         self.batcher: MicroBatcher[Admitted, Outcome] | None = None
 
@@ -102,9 +105,14 @@ class ServiceState:
         try:
             await asyncio.get_running_loop().run_in_executor(self.model_thread, self.load_and_warm_up)
         except Exception as exc:
-            # Stay up with /readyz 503 and the reason, so probes and `curl /readyz` show why.
-            self.load_error = f"{type(exc).__name__}: {exc}"
-            log.exception("loading scorer %s failed; /readyz stays 503", self.scorer.name)
+            self.load_error = load_error_text(exc)
+            self.load_failure = load_failure_line(self.scorer.name, exc)
+            if self.settings.stay_up_on_load_error:
+                # Stay up with /readyz 503 and the reason, so probes and `curl /readyz` show why.
+                log.exception("loading scorer %s failed; /readyz stays 503", self.scorer.name)
+            else:
+                log.debug("loading scorer %s failed", self.scorer.name, exc_info=True)
+                self.on_load_failure()  # the server stops and exits with the one line (server.run)
         else:
             self.ready = True
 
@@ -151,6 +159,23 @@ class ServiceState:
         if self.load_error is not None:
             return ContractError("not_ready", f"service {self.scorer.name} failed to load: {self.load_error}")
         return ContractError("not_ready", f"service {self.scorer.name} is still loading its model; retry shortly")
+
+
+def load_error_text(exc: BaseException) -> str:
+    """An exception as one line: its message with newlines folded, after its type unless it is a one-line
+    error of ours (one that says which model is missing, such as rewardflow_vision's ModelNotCached)."""
+    message = " ".join(str(exc).split())
+    if getattr(exc, "missing_model", False):
+        return message
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def load_failure_line(service: str, exc: BaseException) -> str:
+    """'<service>: <cause>', plus the command that fills the cache when the model is missing from it."""
+    line = f"{service}: {load_error_text(exc)}"
+    if getattr(exc, "missing_model", False):
+        line += f" (run `rewardflow models pull {service}` where the hub is reachable)"
+    return line
 
 
 def pixel_limits(settings: ServiceSettings) -> PixelLimits:

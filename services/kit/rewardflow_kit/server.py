@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import sys
 
 import uvicorn
 
@@ -34,24 +35,39 @@ def load_scorer(spec: str) -> Scorer:
     return scorer
 
 
-def run(scorer: Scorer, settings: ServiceSettings | None = None) -> None:
-    """Serve `scorer` on settings.host:settings.port until SIGINT/SIGTERM."""
+EXIT_LOAD_FAILED = 3
+"""The exit code of a service whose model could not load (unless REWARDFLOW_STAY_UP_ON_LOAD_ERROR)."""
+
+
+def run(scorer: Scorer, settings: ServiceSettings | None = None) -> int:
+    """Serve `scorer` on settings.host:settings.port until SIGINT/SIGTERM; returns the exit code: 0, or
+    EXIT_LOAD_FAILED after printing one line when the model failed to load."""
     settings = settings if settings is not None else ServiceSettings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(scorer, settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        # uvloop is a dependency on Linux/macOS; the fallback only keeps `run` usable on Windows.
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools",
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=5,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            # uvloop is a dependency on Linux/macOS; the fallback only keeps `run` usable on Windows.
+            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+            http="httptools",
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=5,
+        )
     )
+    state = app.state.rewardflow
+    state.on_load_failure = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if state.load_failure is not None and not settings.stay_up_on_load_error:
+        # Last, after uvicorn's shutdown lines, so that the log's last line is the reason.
+        print(state.load_failure, file=sys.stderr, flush=True)
+        return EXIT_LOAD_FAILED
+    return 0
 
 
-def serve_spec(spec: str, settings: ServiceSettings | None = None) -> None:
-    """Import, instantiate and serve the scorer class named by "module:Class"."""
-    run(load_scorer(spec), settings)
+def serve_spec(spec: str, settings: ServiceSettings | None = None) -> int:
+    """Import, instantiate and serve the scorer class named by "module:Class"; returns the exit code."""
+    return run(load_scorer(spec), settings)

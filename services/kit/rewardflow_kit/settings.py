@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,3 +77,18 @@ class ServiceSettings(BaseSettings):
     docs: bool = Field(
         False, description="Serve /docs, /redoc and /openapi.json; they need the API key when one is set."
     )
+    stay_up_on_load_error: bool = Field(
+        False,
+        description="When the model fails to load, keep running with /readyz 503 and the reason; by default the "
+        "service exits (code 3) with one line naming the setting and the cause.",
+    )
+
+
+def settings_error_line(error: ValidationError) -> str:
+    """pydantic's errors about REWARDFLOW_* variables as one line: 'REWARDFLOW_X=value: what was expected; ...'."""
+    parts = []
+    for item in error.errors(include_url=False):
+        name = "REWARDFLOW_" + "_".join(str(part) for part in item["loc"]).upper()
+        message = item["msg"][:1].lower() + item["msg"][1:]
+        parts.append(f"{name}={item['input']!r}: {message}" if "input" in item else f"{name}: {message}")
+    return "; ".join(parts)

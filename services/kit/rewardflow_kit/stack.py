@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,14 +34,21 @@ class StackError(RuntimeError):
     """A service of the stack did not come up, or the stack file is unusable."""
 
 
-def serve(name: str, host: str | None = None, port: int | None = None) -> None:
-    """Run one service in the foreground (blocks until interrupted); unset values come from REWARDFLOW_* env."""
+def serve(name: str, host: str | None = None, port: int | None = None) -> int:
+    """Run one service in the foreground (blocks until interrupted); unset values come from REWARDFLOW_* env.
+    Returns the exit code (3: the model failed to load); ValueError for an unknown name or a bad setting."""
     spec = scorer_spec(name)
+    from pydantic import ValidationError
+
     from rewardflow_kit.server import serve_spec  # pulls in FastAPI and uvicorn: only load them to serve
-    from rewardflow_kit.settings import ServiceSettings
+    from rewardflow_kit.settings import ServiceSettings, settings_error_line
 
     overrides: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    serve_spec(spec, ServiceSettings(**overrides))
+    try:
+        settings = ServiceSettings(**overrides)
+    except ValidationError as exc:
+        raise ValueError(settings_error_line(exc)) from None
+    return serve_spec(spec, settings)
 
 
 def serve_command(name: str, port: int) -> list[str]:
@@ -261,6 +269,7 @@ def start_stack(
 
 
 def _wait_ready(stack: Stack, timeout_s: float) -> None:
+    """Until every replica's /readyz is 200; StackError as soon as one exits or reports a failed load."""
     pending = [
         (name, url, pid, log)
         for name, e in stack.services.items()
@@ -272,22 +281,54 @@ def _wait_ready(stack: Stack, timeout_s: float) -> None:
             for item in list(pending):
                 name, url, pid, log = item
                 if not pid_alive(pid):
-                    _reap([pid])
+                    code = _reap_code(pid)
+                    status = f" (exit code {code})" if code is not None else ""
                     raise StackError(
-                        f"service {name} at {url} exited while starting; last lines of {log}:\n{log_tail(log)}"
+                        f"service {name} at {url} exited while starting{status}: {last_line(log)} (log: {log})"
                     )
                 try:
-                    if http.get(f"{url}/readyz").status_code == 200:
-                        pending.remove(item)
+                    reply = http.get(f"{url}/readyz")
                 except httpx.HTTPError:
-                    pass
+                    continue
+                if reply.status_code == 200:
+                    pending.remove(item)
+                elif (failure := load_failure(reply)) is not None:
+                    raise StackError(f"service {name} at {url} {failure} (log: {log})")
             if pending and time.monotonic() > deadline:
                 name, url, _, log = pending[0]
                 raise StackError(
-                    f"service {name} at {url} not ready after {timeout_s:.0f}s; last lines of {log}:\n{log_tail(log)}"
+                    f"service {name} at {url} not ready after {timeout_s:.0f}s; last line of its log: "
+                    f"{last_line(log)} (log: {log})"
                 )
             if pending:
                 time.sleep(0.1)
+
+
+def load_failure(reply: httpx.Response) -> str | None:
+    """The reason a /readyz reply gives for a failed load ('failed to load: ...'), or None (ready or loading)."""
+    try:
+        body = reply.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("status") != "failed":
+        return None
+    error = str(body.get("error") or "failed to load")
+    return re.sub(r"^service \S+ ", "", error)  # the kit's "service NAME failed to load: ..."
+
+
+def last_line(path: str | Path) -> str:
+    """The last non-empty line of a log file: the reason a service that exits prints last ("" if none)."""
+    lines = [line.strip() for line in log_tail(path, 50).splitlines() if line.strip()]
+    return lines[-1] if lines else "(its log is empty)"
+
+
+def _reap_code(pid: int) -> int | None:
+    """The exit code of our own child `pid` once it has exited (None if it is not our child)."""
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if reaped == pid else None
 
 
 def stack_up(

@@ -5,7 +5,9 @@
   without a PIL round trip; `ImagePreprocess.from_pretrained(source)` reads preprocessor_config.json.
 - `resolve_source`, `load_pretrained`, `parse_device`, `parse_dtype`, `hub_offline`: load any
   `from_pretrained` class from a Hugging Face id or a local directory, offline when HF_HUB_OFFLINE=1,
-  in the dtype and on the device the settings name, with errors that name the setting.
+  in the dtype and on the device the settings name, with errors that name the setting. A hub id that is
+  neither cached nor downloadable (offline, or the hub unreachable: one probe, no retries) fails at once
+  with `ModelNotCached`, one line; a cached one loads from the cache when the hub does not answer.
 - `load_state_dict_file`: tensors from .safetensors, or a torch file loaded with weights_only=True.
 - `ModelSettings`: REWARDFLOW_DTYPE, REWARDFLOW_REVISION, REWARDFLOW_PROCESSOR (env vars).
 - `ClipEmbedder`, `ClipImageEmbedder` (vision tower only): CLIP embeddings (unit, float32) for
@@ -25,6 +27,7 @@ and in `score()`: `pixels = preprocess(batch.images, device=device, dtype=dtype)
 """
 
 from rewardflow_vision.clip import CLIP_MAX_TOKENS, ClipEmbedder, ClipImageEmbedder
+from rewardflow_vision.hub import ModelNotCached, cached_snapshot, hub_unreachable
 from rewardflow_vision.loading import (
     ModelSource,
     hub_offline,
@@ -44,10 +47,13 @@ __all__ = [
     "ClipEmbedder",
     "ClipImageEmbedder",
     "ImagePreprocess",
+    "ModelNotCached",
     "ModelSettings",
     "ModelSource",
+    "cached_snapshot",
     "center_crop",
     "hub_offline",
+    "hub_unreachable",
     "load_pretrained",
     "load_state_dict_file",
     "parse_device",

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from rewardflow_vision.hub import load_from_cache_only
+
 _TRUE = {"1", "true", "yes", "on"}
 _DTYPES = {
     "float32": torch.float32,
@@ -49,7 +51,9 @@ class ModelSource:
 
 
 def resolve_source(name_or_path: str, revision: str | None = None, field: str = "REWARDFLOW_MODEL") -> ModelSource:
-    """A local directory if `name_or_path` is one, else a Hugging Face id (offline when HF_HUB_OFFLINE says so)."""
+    """A local directory if `name_or_path` is one, else a Hugging Face id: from the cache only when HF_HUB_OFFLINE
+    says so or the hub does not answer (hub.load_from_cache_only); ModelNotCached, in one line, when neither the
+    cache nor the hub can provide it."""
     if not name_or_path:
         raise ValueError(f"{field} is empty; expected a Hugging Face id such as 'org/name' or a local model directory")
     path = Path(name_or_path).expanduser()
@@ -60,7 +64,8 @@ def resolve_source(name_or_path: str, revision: str | None = None, field: str = 
             f"{field}={name_or_path!r} is not a directory; expected a local model directory "
             "(with config.json) or a Hugging Face id such as 'org/name'"
         )
-    return ModelSource(name_or_path, local=False, local_files_only=hub_offline(), revision=revision, field=field)
+    cache_only = load_from_cache_only(field, name_or_path, revision, hub_offline())
+    return ModelSource(name_or_path, local=False, local_files_only=cache_only, revision=revision, field=field)
 
 
 def parse_device(name: str, field: str = "REWARDFLOW_DEVICE") -> torch.device:
