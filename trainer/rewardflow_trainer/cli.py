@@ -17,8 +17,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
+from rewardflow_kit.stack import StackError
+from rewardflow_proto.client import RewardServiceError
 
 from rewardflow_trainer.config import Config, ConfigError
+from rewardflow_trainer.hub_models import check_pretrained
 from rewardflow_trainer.loop import make_accelerator, train
 from rewardflow_trainer.presets import DEFAULT_PRESET, PRESETS, build_config, describe
 
@@ -37,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug-dump", help="write each rank's prompts, rewards and advantages per epoch here")
     parser.add_argument(
         "--show-config", action="store_true", help="print every config key with its value and help, then exit"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="on a configuration or reward-service error, raise it with its traceback"
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied after the preset")
     return parser
@@ -67,21 +73,43 @@ def reward_endpoints(config: Config, accelerator: Accelerator) -> Iterator[dict[
         needed = config.reward.services(service_names())
     except ValueError as error:
         raise ConfigError(f"{error}; installed services are found through their package entry points") from None
-    stack, payload = None, {}
+    stack, payload, failure = None, {}, None
     if accelerator.is_main_process:
         try:
             stack, payload["endpoints"] = _local_services(config, needed)
         except Exception as error:  # the other ranks must hear about it, not wait forever
-            payload["error"] = f"{type(error).__name__}: {error}"
+            failure = error
+            payload["error"] = str(error) if isinstance(error, USER_ERRORS) else f"{type(error).__name__}: {error}"
+            payload["config"] = isinstance(error, ConfigError)
     payload = broadcast_object_list([payload])[0]
+    if failure is not None:
+        raise failure  # rank 0 raises what happened (its traceback with --debug)
     if "error" in payload:
-        raise RuntimeError(f"reward services: {payload['error']}")
+        raise (ConfigError if payload["config"] else ServiceError)(payload["error"])
     try:
         yield payload["endpoints"]
     finally:
         accelerator.wait_for_everyone()
         if stack is not None:
             stack.stop()
+
+
+class ServiceError(RuntimeError):
+    """A reward service the run needs did not come up, on another rank than the one that started it."""
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, ServiceError, StackError, RewardServiceError)
+"""Errors the user fixes (a setting, a service, a missing model or file): one line without --debug."""
+
+
+def error_line(error: Exception, config: Config | None = None) -> str:
+    """What to print for a user error: the cause and what to do about it."""
+    if isinstance(error, RewardServiceError):
+        resume = f"; once it is back, continue with --resume {config.run.out_dir}" if config is not None else ""
+        return f"reward service failed: {error} (check the service, e.g. `rewardflow stack status`){resume}"
+    if isinstance(error, (StackError, ServiceError)):
+        return f"a reward service did not start: {error}"
+    return str(error)
 
 
 def _local_services(config: Config, needed: list[str]) -> tuple[object | None, dict[str, list[str]]]:
@@ -120,16 +148,34 @@ def cpu_threads(config: Config, num_processes: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `rewardflow train` and `python -m rewardflow_trainer.cli`; returns the exit code."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    """Entry point of `rewardflow train` and `python -m rewardflow_trainer.cli`; returns the exit code (2: a
+    configuration or reward-service error, printed as the cause and the fix; --debug raises it instead)."""
+    args = _parser().parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    config: Config | None = None
     try:
         config = build_run_config(args)
-    except ConfigError as error:
-        print(f"rewardflow train: {error}", file=sys.stderr)
+        if args.show_config:
+            print(describe(config))
+            return 0
+        check_model(config)
+        return run(config, args)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        print(f"rewardflow train: {error_line(error, config)}", file=sys.stderr)
         return 2
-    if args.show_config:
-        print(describe(config))
-        return 0
+
+
+def check_model(config: Config) -> None:
+    """ConfigError before anything loads when model.pretrained is a hub id that is neither cached nor downloadable."""
+    repo = config.model.pretrained
+    as_preset = bool(config.preset) and PRESETS[config.preset]().model.pretrained == repo
+    fix = f"run `rewardflow models pull --trainer {config.preset}`" if as_preset else f"run `hf download {repo}`"
+    check_pretrained(config.model.family, repo, config.model.revision, fix, "model.pretrained")
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    """Train with a validated config: accelerator, threads, the reward services, the loop, the summary."""
     accelerator = make_accelerator(config)
     if _single_process_cpu_launch(accelerator):
         print(
@@ -140,12 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if accelerator.device.type == "cpu":
         torch.set_num_threads(cpu_threads(config, accelerator.num_processes))
-    try:
-        with reward_endpoints(config, accelerator) as endpoints:
-            result = train(config, endpoints, accelerator, debug_dir=args.debug_dump)
-    except ConfigError as error:
-        print(f"rewardflow train: {error}", file=sys.stderr)
-        return 2
+    with reward_endpoints(config, accelerator) as endpoints:
+        result = train(config, endpoints, accelerator, debug_dir=args.debug_dump)
     if accelerator.is_main_process:
         out = result.out_dir
         print(f"wrote {out / 'metrics.jsonl'}, {out / 'reward_curve.png'}, {out / 'before_after.png'}, {out / 'grids'}")

@@ -26,7 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from rewardflow_kit.stack import StackError
+from rewardflow_proto.client import RewardServiceError
 
+from rewardflow_trainer.config import ConfigError
+from rewardflow_trainer.hub_models import check_pretrained
 from rewardflow_trainer.lora import LORA_WEIGHTS_NAME
 from rewardflow_trainer.models import Guidance, load_family
 from rewardflow_trainer.plots import image_grid, save_image
@@ -145,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, default=32, help="failed images in failures.png (default 32)")
     p.add_argument("--no-images", action="store_true", help="do not save the images in GenEval's folder layout")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--debug", action="store_true", help="on an input or service error, raise it with its traceback")
     return p
 
 
@@ -276,30 +281,44 @@ def write_report(results: list[ImageResult], args: argparse.Namespace, info: dic
     return summary
 
 
+class EvalError(Exception):
+    """A problem with the inputs (options, metadata, model) the user fixes; printed as one line."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `rewardflow eval geneval`; returns the exit code (2 for a usage or input error)."""
+    """Entry point of `rewardflow eval geneval`; returns the exit code (2 for a usage, input or service error,
+    printed as one line; --debug raises it with its traceback instead)."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.images_per_prompt < 1 or args.steps < 1 or args.batch_size < 1:
-        print("rewardflow eval geneval: --images-per-prompt, --steps and --batch-size must be >= 1", file=sys.stderr)
+    try:
+        return evaluate(args)
+    except (EvalError, ConfigError, StackError, RewardServiceError) as exc:
+        if args.debug:
+            raise
+        print(f"rewardflow eval geneval: {exc}", file=sys.stderr)
         return 2
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Check the inputs, find (or start) the geneval service, then load the model, sample, score and report."""
+    if args.images_per_prompt < 1 or args.steps < 1 or args.batch_size < 1:
+        raise EvalError("--images-per-prompt, --steps and --batch-size must be >= 1")
     try:
         entries = read_entries(args.metadata, args.limit)
     except (OSError, ValueError) as exc:
-        print(f"rewardflow eval geneval: --metadata: {exc}", file=sys.stderr)
-        return 2
+        raise EvalError(f"--metadata: {exc}") from exc
+    check_pretrained(args.family, args.model, None, f"run `hf download {args.model}`", "--model")
     try:
-        family = load_model(args)
-    except (OSError, ValueError) as exc:
-        print(f"rewardflow eval geneval: {exc}", file=sys.stderr)
-        return 2
-    try:
+        # The service first: a reward that cannot load fails before minutes of model loading.
         with geneval_endpoints(args.url, args.out / "logs", args.detector) as urls:
+            try:
+                family = load_model(args)
+            except (OSError, ValueError) as exc:
+                raise EvalError(str(exc)) from exc
             weights = {"geneval_strict": 1.0}
             with RewardScorer({"geneval": urls}, weights, timeout_s=args.timeout, api_key=args.api_key) as scorer:
                 results = generate_and_score(family, entries, scorer, args)
     except ValueError as exc:  # no geneval in the local stack's registry: the user passes --url
-        print(f"rewardflow eval geneval: {exc}; pass --url http://HOST:PORT of a geneval service", file=sys.stderr)
-        return 2
+        raise EvalError(f"{exc}; pass --url http://HOST:PORT of a geneval service") from exc
     info = {"service_urls": urls}
     summary = write_report(results, args, info)
     print((args.out / "summary.md").read_text())

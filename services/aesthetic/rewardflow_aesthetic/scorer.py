@@ -8,13 +8,16 @@ REWARDFLOW_REVISION, REWARDFLOW_DEVICE; HF_HUB_OFFLINE=1 loads from the cache on
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
 from rewardflow_kit import Batch, ItemScore
+from rewardflow_kit.hub import RequiredModel
 from rewardflow_vision import ClipImageEmbedder, ModelSettings
+from rewardflow_vision.hub import clip_models
 
 from rewardflow_aesthetic.head import AestheticHead, load_head
 
@@ -68,6 +71,14 @@ class AestheticScorer:
             )
         self.head = head.to(embedder.device)
         self.embedder = embedder
+
+    def required_models(self) -> list[RequiredModel]:
+        """The CLIP checkpoint (its vision tower is used); the head (REWARDFLOW_HEAD) is a local file, not a hub one."""
+        models = clip_models(self.model_id, self.settings.processor, self.settings.revision)
+        note = (
+            f"REWARDFLOW_HEAD: a local file ({HEAD_FILE}, github.com/christophschuhmann/improved-aesthetic-predictor)"
+        )
+        return [dataclasses.replace(models[0], notes=(note,)), *models[1:]] if models else []
 
     def warmup_batch(self) -> Batch:
         """Two 512x512 images (the usual rollout size) so the warm-up runs the resize path the rollouts use."""

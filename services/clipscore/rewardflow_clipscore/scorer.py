@@ -16,7 +16,9 @@ from typing import ClassVar
 
 import numpy as np
 from rewardflow_kit import Batch, ItemScore
+from rewardflow_kit.hub import RequiredModel
 from rewardflow_vision import ClipEmbedder, ModelSettings
+from rewardflow_vision.hub import clip_models
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 REFERENCE_DIVISOR = 30.0
@@ -55,6 +57,10 @@ class ClipScoreScorer:
         )
         scale = self.embedder.logit_scale / REFERENCE_DIVISOR
         self.score_range = {**self.score_range, "score": (-scale, scale)}
+
+    def required_models(self) -> list[RequiredModel]:
+        """The CLIP checkpoint (REWARDFLOW_MODEL), and REWARDFLOW_PROCESSOR's tokenizer and preprocessing if set."""
+        return clip_models(self.model_id, self.settings.processor, self.settings.revision)
 
     def warmup_batch(self) -> Batch:
         """Two 512x512 images (the usual rollout size) so the warm-up runs the resize path the rollouts use."""

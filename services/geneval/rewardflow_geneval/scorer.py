@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from pydantic import Field
 from rewardflow_kit import Batch, InvalidRequest, ItemFailure, ItemScore
+from rewardflow_kit.hub import RequiredModel, is_hub_id
 from rewardflow_vision import ClipEmbedder, ModelSettings, parse_device, parse_dtype
+from rewardflow_vision.hub import clip_models
 
 from rewardflow_geneval.colors import ColourClassifier, masked_crop
 from rewardflow_geneval.detector import InstanceDetector
@@ -112,6 +114,16 @@ class GenevalScorer:
         self.colours = ColourClassifier(embedder)
         # Warm CLIP's text and image towers here: the kit's warm-up batch may detect nothing to colour.
         self.colours.classify([np.full((8, 8, 3), 128, dtype=np.uint8)], ["car"])
+
+    def required_models(self) -> list[RequiredModel]:
+        """Mask2Former (REWARDFLOW_MODEL, with its image processor) and CLIP (REWARDFLOW_CLIP_MODEL); the shapes
+        detector needs nothing."""
+        settings = GenevalSettings()
+        if settings.detector == "shapes":
+            return []
+        files = ("config.json", "model.safetensors|pytorch_model.bin", "preprocessor_config.json")
+        detector = [RequiredModel(self.model_id, files, revision=settings.revision)] if is_hub_id(self.model_id) else []
+        return detector + clip_models(settings.clip_model, setting="REWARDFLOW_CLIP_MODEL")
 
     def warmup_batch(self) -> Batch:
         """Two 512x512 images asking for a colour and a position: runs the detector at serving size (shapes: 64x64)."""

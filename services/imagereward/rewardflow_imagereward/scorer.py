@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 from rewardflow_kit import Batch, ItemScore
+from rewardflow_kit.hub import RequiredModel, is_hub_id
 from rewardflow_vision import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -19,9 +21,9 @@ from rewardflow_vision import (
 )
 from transformers import PreTrainedTokenizerBase
 
-from rewardflow_imagereward.checkpoint import LoadReport, load_model, resolve_files
+from rewardflow_imagereward.checkpoint import CHECKPOINT_FILE, MED_CONFIG_FILE, LoadReport, load_model, resolve_files
 from rewardflow_imagereward.model import REWARD_MEAN, REWARD_STD, ImageRewardModel
-from rewardflow_imagereward.tokenizer import load_tokenizer, tokenize, tokenizer_source
+from rewardflow_imagereward.tokenizer import RELEASED_TOKENIZER, load_tokenizer, tokenize, tokenizer_source
 
 log = logging.getLogger("rewardflow_imagereward")
 
@@ -77,6 +79,22 @@ class ImageRewardScorer:
         )
         self._preprocess = released_preprocess(model.vision.image_size)
         self._model = model
+
+    def required_models(self) -> list[RequiredModel]:
+        """The released checkpoint (ImageReward.pt, a state dict read without unpickling code, + med_config.json)
+        and the BERT tokenizer the released code loads (REWARDFLOW_PROCESSOR, or a local model folder's own)."""
+        settings = ModelSettings()
+        models = []
+        if is_hub_id(self.model_id):
+            files = (CHECKPOINT_FILE, MED_CONFIG_FILE)
+            models.append(RequiredModel(self.model_id, files, optional=("*.json",), revision=settings.revision))
+        local = None if is_hub_id(self.model_id) else Path(self.model_id)
+        own_tokenizer = local is not None and any((local / name).is_file() for name in ("tokenizer.json", "vocab.txt"))
+        tokenizer = settings.processor or (None if own_tokenizer else RELEASED_TOKENIZER)
+        if is_hub_id(tokenizer):
+            optional = ("tokenizer_config.json", "tokenizer.json", "config.json")
+            models.append(RequiredModel(tokenizer, ("vocab.txt",), optional, None, "tokenizer", "REWARDFLOW_PROCESSOR"))
+        return models
 
     def warmup_batch(self) -> Batch:
         """Two 512x512 images (the usual training size) so the first request pays no resize/kernel set-up."""

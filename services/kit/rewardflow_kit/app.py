@@ -105,8 +105,8 @@ class ServiceState:
         try:
             await asyncio.get_running_loop().run_in_executor(self.model_thread, self.load_and_warm_up)
         except Exception as exc:
-            self.load_error = load_error_text(exc)
-            self.load_failure = load_failure_line(self.scorer.name, exc)
+            self.load_error = load_error_text(exc, self.scorer.name)
+            self.load_failure = f"{self.scorer.name}: {self.load_error}"
             if self.settings.stay_up_on_load_error:
                 # Stay up with /readyz 503 and the reason, so probes and `curl /readyz` show why.
                 log.exception("loading scorer %s failed; /readyz stays 503", self.scorer.name)
@@ -161,21 +161,14 @@ class ServiceState:
         return ContractError("not_ready", f"service {self.scorer.name} is still loading its model; retry shortly")
 
 
-def load_error_text(exc: BaseException) -> str:
-    """An exception as one line: its message with newlines folded, after its type unless it is a one-line
-    error of ours (one that says which model is missing, such as rewardflow_vision's ModelNotCached)."""
+def load_error_text(exc: BaseException, service: str) -> str:
+    """Why a model failed to load, in one line: the message with newlines folded, after the exception's type
+    unless it is a one-line error of ours that says which model is missing (rewardflow_vision's ModelNotCached),
+    which also gets the command that fills the cache."""
     message = " ".join(str(exc).split())
     if getattr(exc, "missing_model", False):
-        return message
+        return f"{message} (run `rewardflow models pull {service}` where the hub is reachable)"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def load_failure_line(service: str, exc: BaseException) -> str:
-    """'<service>: <cause>', plus the command that fills the cache when the model is missing from it."""
-    line = f"{service}: {load_error_text(exc)}"
-    if getattr(exc, "missing_model", False):
-        line += f" (run `rewardflow models pull {service}` where the hub is reachable)"
-    return line
 
 
 def pixel_limits(settings: ServiceSettings) -> PixelLimits:

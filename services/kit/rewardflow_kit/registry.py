@@ -11,12 +11,16 @@ and, once the package is installed, `python -m rewardflow_kit jpeg`, `rewardflow
 
 from __future__ import annotations
 
+import importlib
+import os
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from rewardflow_proto.names import did_you_mean
 
 if TYPE_CHECKING:
+    from rewardflow_kit.hub import RequiredModel
     from rewardflow_kit.scorer import Scorer
 
 GROUP = "rewardflow.scorers"
@@ -52,3 +56,29 @@ def load_service(name: str) -> Scorer:
     from rewardflow_kit.server import load_scorer  # uvicorn and FastAPI load only when a scorer does
 
     return load_scorer(scorer_spec(name))
+
+
+def service_models(name: str, env: Mapping[str, str] | None = None) -> list[RequiredModel]:
+    """What the service `name` reads from the Hugging Face hub under the current REWARDFLOW_* settings (plus
+    `env`, e.g. a run's reward.local_env): its scorer's `required_models()`, or nothing if it has none.
+
+    Imports and instantiates the scorer (its settings are read then) but loads no model.
+    """
+    from rewardflow_kit.settings import ServiceSettings
+
+    module_name, _, class_name = scorer_spec(name).partition(":")
+    saved = {key: os.environ.get(key) for key in (env or {})}
+    os.environ.update(env or {})
+    try:
+        scorer = getattr(importlib.import_module(module_name), class_name)()
+        model = ServiceSettings().model
+        if model:
+            scorer.model_id = model  # as create_app does
+        declared = getattr(scorer, "required_models", None)
+        return list(declared()) if callable(declared) else []
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

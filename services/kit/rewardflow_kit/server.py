@@ -12,6 +12,7 @@ import uvicorn
 from rewardflow_kit.app import create_app
 from rewardflow_kit.scorer import Scorer
 from rewardflow_kit.settings import ServiceSettings
+from rewardflow_kit.stack import EXIT_LOAD_FAILED  # also what the stack recognises
 
 _REQUIRED = ("name", "version", "model_id", "device", "score_keys", "score_range", "max_batch_size", "load", "score")
 
@@ -33,10 +34,6 @@ def load_scorer(spec: str) -> Scorer:
     if missing:
         raise ValueError(f"scorer spec {spec!r}: {class_name} lacks {', '.join(missing)} of the Scorer protocol")
     return scorer
-
-
-EXIT_LOAD_FAILED = 3
-"""The exit code of a service whose model could not load (unless REWARDFLOW_STAY_UP_ON_LOAD_ERROR)."""
 
 
 def run(scorer: Scorer, settings: ServiceSettings | None = None) -> int:

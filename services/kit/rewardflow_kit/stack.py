@@ -28,6 +28,8 @@ from rewardflow_kit.registry import scorer_spec
 
 # How start_stack runs a replica (before --host/--port); also what marks a process as ours in /proc.
 SERVE_MODULE = "rewardflow_kit"
+EXIT_LOAD_FAILED = 3
+"""A service's exit code when its model could not load (rewardflow_kit.server, which imports uvicorn)."""
 
 
 class StackError(RuntimeError):
@@ -281,11 +283,7 @@ def _wait_ready(stack: Stack, timeout_s: float) -> None:
             for item in list(pending):
                 name, url, pid, log = item
                 if not pid_alive(pid):
-                    code = _reap_code(pid)
-                    status = f" (exit code {code})" if code is not None else ""
-                    raise StackError(
-                        f"service {name} at {url} exited while starting{status}: {last_line(log)} (log: {log})"
-                    )
+                    raise StackError(f"service {name} at {url} {exit_reason(name, pid, log)} (log: {log})")
                 try:
                     reply = http.get(f"{url}/readyz")
                 except httpx.HTTPError:
@@ -302,6 +300,16 @@ def _wait_ready(stack: Stack, timeout_s: float) -> None:
                 )
             if pending:
                 time.sleep(0.1)
+
+
+def exit_reason(name: str, pid: int, log: str | Path) -> str:
+    """Why a replica that exited while starting did: 'failed to load: <cause>' for a model that could not load
+    (the kit's exit code 3 and last line '<service>: <cause>'), else its exit code and last log line."""
+    code, line = _reap_code(pid), last_line(log)
+    if code == EXIT_LOAD_FAILED and line.startswith(f"{name}: "):
+        return f"failed to load: {line[len(name) + 2 :]}"
+    status = f" (exit code {code})" if code is not None else ""
+    return f"exited while starting{status}: {line}"
 
 
 def load_failure(reply: httpx.Response) -> str | None:

@@ -11,7 +11,9 @@ from typing import ClassVar
 
 import numpy as np
 from rewardflow_kit import Batch, ItemScore
+from rewardflow_kit.hub import RequiredModel
 from rewardflow_vision import ClipEmbedder, ModelSettings
+from rewardflow_vision.hub import clip_models
 
 DEFAULT_MODEL = "yuvalkirstain/PickScore_v1"
 DEFAULT_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -49,6 +51,10 @@ class PickScoreScorer:
             "score": (-scale / REFERENCE_DIVISOR, scale / REFERENCE_DIVISOR),
             "raw": (-scale, scale),
         }
+
+    def required_models(self) -> list[RequiredModel]:
+        """The CLIP-H checkpoint (REWARDFLOW_MODEL) and the tokenizer and preprocessing of REWARDFLOW_PROCESSOR."""
+        return clip_models(self.model_id, self.settings.processor or DEFAULT_PROCESSOR, self.settings.revision)
 
     def warmup_batch(self) -> Batch:
         """Two 512x512 images (the usual rollout size) so the warm-up runs the resize path the rollouts use."""
