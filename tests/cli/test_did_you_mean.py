@@ -1,5 +1,6 @@
 """Every unknown name (service, reward, preset, config key, benchmark, prompt set) gets "did you mean" from the
-one helper, rewardflow_proto.names.did_you_mean, wherever the user types it."""
+one helper, rewardflow_proto.names.did_you_mean, wherever the user types it: serve, stack, score, eval, train,
+data and models."""
 
 from __future__ import annotations
 
@@ -68,6 +69,10 @@ def test_score_suggests_the_service_not_a_stack_of_the_typo(tmp_path: Path) -> N
         (["train", "train.learnin_rate=1"], "unknown config key 'train.learnin_rate'; did you mean 'train.learning"),
         (["train", "--show-config", "reward.weights={pickscor: 1}", "reward.endpoints.pickscore=http://h:1"],
          "unknown reward service 'pickscor'; did you mean 'pickscore'?"),
+        (["data", "fetch", "pickscor"], "unknown prompt set 'pickscor'; did you mean 'pickscore'?"),
+        (["data", "generate", "ocrr"], "unknown prompt set 'ocrr'; did you mean 'ocr'?"),
+        (["models", "pull", "clipscor"], "unknown service 'clipscor'; did you mean 'clipscore'?"),
+        (["models", "list", "--trainer", "sd3_pikscore"], "unknown preset 'sd3_pikscore'; did you mean 'sd3_pick"),
     ],
 )  # fmt: skip
 def test_every_kind_of_name_gets_the_same_suggestion(

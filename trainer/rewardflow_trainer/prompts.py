@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from rewardflow_trainer.datasets import making_command
+
 BUILTIN_PROMPT_SETS: dict[str, tuple[str, ...]] = {
     # Short, visually distinct prompts for the embedded tiny-model demo.
     "tiny": (
@@ -63,7 +65,9 @@ def prompt_source_problems(key: str, source: str, check_paths: bool = True) -> l
             f"or a path ending in {' or '.join(PROMPT_FILE_SUFFIXES)}"
         ]
     if check_paths and not Path(source).is_file():
-        return [f"{key} = {source!r}: expected an existing file (not found from {Path.cwd()})"]
+        command = making_command(source)
+        fix = f"; {command} writes it" if command else ""
+        return [f"{key} = {source!r}: expected an existing file (not found from {Path.cwd()}){fix}"]
     return []
 
 
