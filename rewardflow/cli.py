@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("train", help="train a model with rewards (see `rewardflow train --help`)", add_help=False)
     sub.add_parser("eval", help="benchmark reports: `rewardflow eval geneval --help`", add_help=False)
+    sub.add_parser("models", help="list and pull the Hugging Face models services and presets need", add_help=False)
+    sub.add_parser("data", help="list, generate and fetch the prompt sets the presets read", add_help=False)
     return parser
 
 
@@ -269,6 +271,15 @@ def cmd_eval(argv: list[str]) -> int:
     return int(module.main(argv[1:]) or 0)
 
 
+def cmd_tool(name: str, argv: list[str]) -> int:
+    """`rewardflow models ...` and `rewardflow data ...`: their modules' main(); their errors are one line."""
+    module = importlib.import_module(f"rewardflow.{name}_cli")
+    try:
+        return int(module.main(argv) or 0)
+    except module.ToolError as exc:
+        raise UserError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rewardflow` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -277,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(argv[1:])  # the trainer parses its own options, --help included
         if argv[:1] == ["eval"]:
             return cmd_eval(argv[1:])
+        if argv[:1] in (["models"], ["data"]):
+            return cmd_tool(argv[0], argv[1:])  # each parses its own options
         args = _parser().parse_args(argv)
         if args.command == "serve":
             try:
