@@ -68,6 +68,11 @@ side it resizes to; default None): the kit then hands it PNG/JPEG images downsca
 their shorter side still at least `working_size` (JPEG: the decoder's 1/2, 1/4, 1/8 scaling; PNG: a
 box reduce right after decoding). Raw images arrive as sent.
 
+A scorer that loads from the Hugging Face hub declares what, in `required_models()` -> a list of
+`rewardflow_kit.hub.RequiredModel` (repo id, the files that must be there, optional ones, the setting
+that names it), derived from its settings: `rewardflow models list|pull` and the trainer read it
+(`rewardflow_kit.registry.service_models`). A scorer without it loads nothing from the hub.
+
 From a shell (JSON bodies are accepted too; binary fields are base64, here one red pixel):
 
 ```bash
