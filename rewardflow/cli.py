@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("eval", help="benchmark reports: `rewardflow eval geneval --help`", add_help=False)
     sub.add_parser("models", help="list and pull the Hugging Face models services and presets need", add_help=False)
     sub.add_parser("data", help="list, generate and fetch the prompt sets the presets read", add_help=False)
+    sub.add_parser("pretrain", help="pretrain the demo's shapes model: `rewardflow pretrain --help`", add_help=False)
     return parser
 
 
@@ -271,6 +272,14 @@ def cmd_eval(argv: list[str]) -> int:
     return int(module.main(argv[1:]) or 0)
 
 
+def cmd_pretrain(argv: list[str]) -> int:
+    try:
+        from rewardflow_trainer.pretrain import main as pretrain_main
+    except ImportError as exc:
+        raise UserError(f"the trainer is not available ({exc}); install it with `pip install -e trainer`") from None
+    return int(pretrain_main(argv, prog="rewardflow pretrain") or 0)
+
+
 def cmd_tool(name: str, argv: list[str]) -> int:
     """`rewardflow models ...` and `rewardflow data ...`: their modules' main(); their errors are one line."""
     module = importlib.import_module(f"rewardflow.{name}_cli")
@@ -290,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_eval(argv[1:])
         if argv[:1] in (["models"], ["data"]):
             return cmd_tool(argv[0], argv[1:])  # each parses its own options
+        if argv[:1] == ["pretrain"]:
+            return cmd_pretrain(argv[1:])  # `shapes` and `evaluate`, parsed by the trainer
         args = _parser().parse_args(argv)
         if args.command == "serve":
             try:

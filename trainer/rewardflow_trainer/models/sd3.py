@@ -34,6 +34,9 @@ COMPONENTS = (
     "scheduler",
 )
 
+MAX_SEQUENCE_LENGTH = 128
+"""T5 tokens per prompt (Flow-GRPO's setting); from_pretrained lowers it to the tokenizer's model_max_length."""
+
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """Move to `device`; cast only when needed (diffusers warns on every dtype `.to`)."""
@@ -75,7 +78,7 @@ class SD3Family:
         tokenizer_3: PreTrainedTokenizerBase | None,
         scheduler: FlowMatchEulerDiscreteScheduler,
         resolution: int = 512,
-        max_sequence_length: int = 128,
+        max_sequence_length: int = MAX_SEQUENCE_LENGTH,
         dtype: torch.dtype = torch.float32,
         vae_dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
@@ -129,6 +132,11 @@ class SD3Family:
         source, at = str(model_id_or_path), {"revision": revision}
         has_t5 = not Path(source).is_dir() or (Path(source) / "text_encoder_3").is_dir()
         clip = CLIPTextModelWithProjection
+        tokenizer_3 = AutoTokenizer.from_pretrained(source, subfolder="tokenizer_3", **at) if has_t5 else None
+        if tokenizer_3 is not None and "max_sequence_length" not in options:
+            # T5 tokens: 128 (Flow-GRPO's) unless the tokenizer says fewer: SD3.5's says 512, a small model
+            # trained on 16 tokens (the shipped shapes model) says 16 and must be padded to exactly that.
+            options["max_sequence_length"] = min(MAX_SEQUENCE_LENGTH, tokenizer_3.model_max_length)
         return cls(
             transformer=SD3Transformer2DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype, **at),
             vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **at),
@@ -139,7 +147,7 @@ class SD3Family:
             else None,
             tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **at),
             tokenizer_2=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **at),
-            tokenizer_3=AutoTokenizer.from_pretrained(source, subfolder="tokenizer_3", **at) if has_t5 else None,
+            tokenizer_3=tokenizer_3,
             scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(source, subfolder="scheduler", **at),
             dtype=dtype,
             device=device,

@@ -1,0 +1,3 @@
+from rewardflow_trainer.pretrain.cli import main
+
+raise SystemExit(main())
