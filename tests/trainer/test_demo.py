@@ -3,6 +3,7 @@ local process by the trainer itself) raises its reward by more than the epoch-to
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +50,27 @@ def test_embedded_default_beats_its_noise(
     assert "reward start" in printed
     for name in ("reward_curve.png", "before_after.png", "metrics.jsonl", "summary.json"):
         assert (tmp_path / "train" / name).is_file(), name
+
+
+def test_shapes_preset_trains_and_writes_genevals_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped shapes model through `rewardflow train`: the geneval service on the shapes detector is started
+    by the trainer, and both held-out evaluations come out in GenEval's layout with its per-tag report."""
+    monkeypatch.setenv("REWARDFLOW_STACK_FILE", str(tmp_path / "stack.json"))
+    out = tmp_path / "run"
+    args = ["--preset", "shapes_geneval", "--epochs", "2", "--out", str(out), "run.progress=false"]
+    assert main([*args, "prompts.eval_images_per_prompt=2", "run.eval_every=0", "run.save_every=0"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("start", "end"):
+        assert 0.0 <= summary[f"eval_accuracy_{name}"] <= 1.0
+        assert len(summary[f"eval_accuracy_{name}_per_seed"]) == 2
+        folder = out / "eval" / name
+        report = json.loads((folder / "summary.json").read_text())
+        assert report["images"] == 42 and report["prompts"] == 21  # the 21 held-out prompts, 2 seeds each
+        assert set(report["tags"]) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
+        entry = json.loads((folder / "00000" / "metadata.jsonl").read_text())
+        assert {"tag", "include", "prompt"} <= set(entry)
+        assert sorted(p.name for p in (folder / "00000" / "samples").iterdir()) == ["0000.png", "0001.png"]
+        assert (folder / "summary.md").read_text().startswith("# GenEval")
+    records = [r for r in read_metrics(out) if "reward_mean" in r]
+    assert len(records) == 2 and all(-14.0 <= r["geneval_mean"] <= 1.0 for r in records)
+    assert (out / "before_after.png").is_file()

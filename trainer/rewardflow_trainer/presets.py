@@ -69,23 +69,28 @@ SHAPES_MODEL = Path(__file__).resolve().parent / "weights" / "shapes-sd3"
 
 
 def shapes_geneval() -> Config:
-    """The embedded default: GRPO on our pretrained tiny shapes model, GenEval's rules with the exact shapes
-    detector (the geneval service started as a local process), held-out accuracy before and after; CPU, minutes."""
+    """GRPO on our pretrained tiny shapes model, GenEval's rules with the exact shapes detector (the geneval service
+    started as a local process), held-out accuracy before and after in GenEval's layout; ~8 s an epoch on 2 cores.
+
+    Not yet the embedded default: at these settings held-out accuracy has not risen yet (README, "The shapes
+    world"); the RL settings are still being tuned.
+    """
     prompts = SHAPES_MODEL / "prompts"
     return Config(
         model=ModelConfig(pretrained=str(SHAPES_MODEL), resolution=64, mixed_precision="no"),
         sample=SampleConfig(
-            num_steps=10,
-            eval_num_steps=20,
-            guidance_scale=3.0,
+            num_steps=8,
+            eval_num_steps=10,  # the model's sampling.json: CFG 4.5, 10 ODE steps
+            guidance_scale=4.5,
             noise_level=0.7,
+            sde_window=(3, 0, 6),  # noise and training on 3 of the early steps, where layout is decided
             batch_size=16,
             group_size=8,
             num_groups=8,
             eval_batch_size=32,
         ),
         train=TrainConfig(
-            learning_rate=1e-4,
+            learning_rate=3e-5,
             beta=0.0,
             clip_range=0.2,
             batch_size=16,
@@ -102,9 +107,9 @@ def shapes_geneval() -> Config:
         prompts=PromptConfig(
             train=str(prompts / "train_metadata.jsonl"),
             eval=str(prompts / "test_metadata.jsonl"),
-            eval_images_per_prompt=8,
+            eval_images_per_prompt=4,
         ),
-        run=RunConfig(epochs=40, seed=42, out_dir="runs/shapes_geneval", eval_every=10, save_every=40, grid_every=10),
+        run=RunConfig(epochs=30, seed=42, out_dir="runs/shapes_geneval", eval_every=10, save_every=30, grid_every=10),
         preset="shapes_geneval",
     )
 
