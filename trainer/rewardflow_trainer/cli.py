@@ -22,6 +22,7 @@ from rewardflow_proto.client import RewardServiceError
 
 from rewardflow_trainer.config import Config, ConfigError
 from rewardflow_trainer.hub_models import check_pretrained
+from rewardflow_trainer.launch_env import complete_process_env, reward_overrides
 from rewardflow_trainer.loop import make_accelerator, train
 from rewardflow_trainer.presets import DEFAULT_PRESET, PRESETS, build_config, describe
 
@@ -49,11 +50,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_run_config(args: argparse.Namespace) -> Config:
-    """Preset + overrides + the shortcut options, validated."""
+    """Preset + reward URLs and API key from the environment + overrides + the shortcut options, validated."""
     shortcuts = {"run.epochs": args.epochs, "run.out_dir": args.out, "model.pretrained": args.model}
     shortcuts["run.resume"] = args.resume
     given = {key: value for key, value in shortcuts.items() if value is not None}
-    return build_config(args.preset, args.overrides, given).validate(check_paths=not args.show_config)
+    overrides = [*reward_overrides(os.environ), *args.overrides]  # the command line wins over the environment
+    return build_config(args.preset, overrides, given).validate(check_paths=not args.show_config)
 
 
 @contextmanager
@@ -176,6 +178,7 @@ def check_model(config: Config) -> None:
 
 def run(config: Config, args: argparse.Namespace) -> int:
     """Train with a validated config: accelerator, threads, the reward services, the loop, the summary."""
+    complete_process_env()  # rank and local rank from a one-process-per-node launcher's variables
     accelerator = make_accelerator(config)
     if _single_process_cpu_launch(accelerator):
         print(
