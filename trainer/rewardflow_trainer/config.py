@@ -204,6 +204,14 @@ class RewardConfig(Section):
     start_local_stack: bool = _f(False, "start the needed services as local processes when none is running")
     timeout_s: float = _f(60.0, "per-request timeout of the reward client", gt=0)
     max_retries: int = _f(4, "retries of a failed idempotent request", ge=0)
+    on_invalid_score: Literal["stop", "drop"] = _f(
+        "stop",
+        "an image without a finite score (NaN, an item error): stop the run naming it, or drop the sample "
+        "from the advantages and count it (metric dropped_samples)",
+    )
+    outage_grace_s: float = _f(
+        300.0, "seconds to keep retrying when every replica of a reward is down, then checkpoint and exit", ge=0
+    )
     api_key: str | None = _f(None, "API key sent to the services (never written to the saved config)")
     local_env: dict[str, str] = Field(
         default_factory=dict, description="environment of services this run starts, e.g. REWARDFLOW_GENEVAL_DETECTOR"
