@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="training epochs (run.epochs)")
     parser.add_argument("--out", help="run directory (run.out_dir)")
     parser.add_argument("--model", help="HF id or local path of the model (model.pretrained); default: the preset's")
+    parser.add_argument(
+        "--algorithm", choices=("grpo", "dpo", "sft", "nft"), help="training algorithm (train.algorithm); default grpo"
+    )
     parser.add_argument("--resume", help="checkpoint dir or run dir to resume from (run.resume)")
     parser.add_argument("--debug-dump", help="write each rank's prompts, rewards and advantages per epoch here")
     parser.add_argument(
@@ -53,6 +57,7 @@ def build_run_config(args: argparse.Namespace) -> Config:
     """Preset + reward URLs and API key from the environment + overrides + the shortcut options, validated."""
     shortcuts = {"run.epochs": args.epochs, "run.out_dir": args.out, "model.pretrained": args.model}
     shortcuts["run.resume"] = args.resume
+    shortcuts["train.algorithm"] = args.algorithm
     given = {key: value for key, value in shortcuts.items() if value is not None}
     overrides = [*reward_overrides(os.environ), *args.overrides]  # the command line wins over the environment
     return build_config(args.preset, overrides, given).validate(check_paths=not args.show_config)
@@ -94,6 +99,20 @@ def reward_endpoints(config: Config, accelerator: Accelerator) -> Iterator[dict[
         accelerator.wait_for_everyone()
         if stack is not None:
             stack.stop()
+
+
+@contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (a `kill`, a pod's shutdown) unwinds like an exit, so the services this run started are stopped."""
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class ServiceError(RuntimeError):
@@ -189,7 +208,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         )
     if accelerator.device.type == "cpu":
         torch.set_num_threads(cpu_threads(config, accelerator.num_processes))
-    with reward_endpoints(config, accelerator) as endpoints:
+    with terminate_as_exit(), reward_endpoints(config, accelerator) as endpoints:
         result = train(config, endpoints, accelerator, debug_dir=args.debug_dump)
     if accelerator.is_main_process:
         out = result.out_dir
