@@ -14,7 +14,7 @@ services, outputs) are one `Run`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +26,23 @@ from tqdm.auto import tqdm
 
 from rewardflow_trainer import plots
 from rewardflow_trainer.advantages import PerPromptStatTracker, training_mask
-from rewardflow_trainer.checkpoint import TrainingState, capture_rng_state, load_checkpoint, save_checkpoint
+from rewardflow_trainer.checkpoint import (
+    TrainingState,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from rewardflow_trainer.config import Config, ConfigError
 from rewardflow_trainer.ema import EMA
 from rewardflow_trainer.evaluation import EvalResult, eval_metrics, evaluate, write_eval
 from rewardflow_trainer.grpo import GRPOUpdater, UpdateSettings, trained_step_count
+from rewardflow_trainer.heartbeat import Heartbeat
 from rewardflow_trainer.logging import RunLogger, read_metrics
 from rewardflow_trainer.lora import Policy
 from rewardflow_trainer.models import Guidance, ModelFamily, load_family
 from rewardflow_trainer.prompts import GroupedPromptSampler, Prompt, load_prompts
-from rewardflow_trainer.rewards import RewardScorer
+from rewardflow_trainer.rewards import RewardOutage, RewardScorer, finite_advantages, screen_rewards
 from rewardflow_trainer.run_outputs import RunResult, dump_advantages, finish
 from rewardflow_trainer.sampling import SdeWindow, Trajectory, group_latent_seeds, sample_trajectories
 
@@ -115,6 +122,7 @@ class Run:
     scorer: RewardScorer
     logger: RunLogger
     out: Path
+    heartbeat: Heartbeat = field(default_factory=lambda: Heartbeat(None))  # set by train()
 
 
 @dataclass
@@ -125,6 +133,7 @@ class Rollout:
     local_rewards: dict[str, np.ndarray]  # "reward" (the weighted sum) and each component
     sample_s: float
     reward_wait_s: float
+    dropped: int = 0  # samples without a finite reward, left out of the advantages (reward.on_invalid_score)
 
 
 @dataclass
@@ -155,13 +164,18 @@ def train(
     started = time.perf_counter()
     acc = accelerator or make_accelerator(config)
     run, state = setup(config, endpoints, acc, EpochPlan.of(config, acc.num_processes))
+    run.heartbeat = beat = Heartbeat.of_run(run.out, acc.is_main_process)
+    run.scorer.on_wait = lambda phase: beat.beat(phase, state.epoch)
     before_path, after = run.out / "eval_before.npz", None
-    with run.scorer, run.logger:  # closed on errors too: the scorer's thread and connections, the metric files
+    # Closed on errors too: the scorer's thread and connections, the metric files; the heartbeat says failed.
+    with run.scorer, run.logger, beat.watch(lambda: state.epoch):
         if state.epoch == 0:
             save_before(run, state, before_path)
         for epoch in epoch_progress(run, state.epoch):
             epoch_start = time.perf_counter()
-            rollout = sample(run, state, epoch)
+            beat.beat("sampling", epoch)
+            rollout = sample_or_checkpoint(run, state, epoch)
+            beat.beat("training", epoch)
             advantages = compute_advantages(run, state, rollout, epoch, debug_dir)
             update = update_policy(run, state, rollout, advantages)
             metrics = epoch_metrics(run, state, rollout, advantages, update, time.perf_counter() - epoch_start)
@@ -242,7 +256,7 @@ def setup(config: Config, endpoints: dict[str, list[str]], acc: Accelerator, pla
 def open_scorer(config: Config, endpoints: dict[str, list[str]]) -> RewardScorer:
     """The reward client on its own thread, for the services at `endpoints`."""
     r = config.reward
-    return RewardScorer(endpoints, r.weights, r.timeout_s, r.max_retries, r.api_key)
+    return RewardScorer(endpoints, r.weights, r.timeout_s, r.max_retries, r.api_key, r.outage_grace_s)
 
 
 def open_logger(config: Config, acc: Accelerator, out: Path, resumed_epoch: int) -> RunLogger:
@@ -278,10 +292,20 @@ def sample(run: Run, state: RunState, epoch: int) -> Rollout:
         futures.append(run.scorer.submit(trajectory.images, batch.prompts, batch.metadata))
         parts.append(trajectory)
     results = [run.scorer.result(future) for future in futures]
-    local = {"reward": np.concatenate([r.total for r in results])}
-    for name in results[0].components:
-        local[name] = np.concatenate([r.components[name] for r in results])
-    return Rollout(Trajectory.cat(parts), local, time.perf_counter() - start, run.scorer.pop_wait_s())
+    local, dropped = screen_rewards(results, run.config.reward.on_invalid_score, epoch)
+    return Rollout(Trajectory.cat(parts), local, time.perf_counter() - start, run.scorer.pop_wait_s(), dropped)
+
+
+def sample_or_checkpoint(run: Run, state: RunState, epoch: int) -> Rollout:
+    """sample(); when every replica of a reward stays down past reward.outage_grace_s, checkpoint the state this
+    epoch started from (its RNG put back, so --resume repeats the epoch exactly), then let RewardOutage end the run."""
+    rng = capture_rng_state(state.generators)
+    try:
+        return sample(run, state, epoch)
+    except RewardOutage:
+        restore_rng_state(rng, state.generators)
+        checkpoint(run, state)
+        raise
 
 
 # --- 2. advantages -----------------------------------------------------------------------------
@@ -297,7 +321,7 @@ def compute_advantages(
     }
     all_prompts = gather_object(list(rollout.samples.prompts))
     state.tracker.clear()
-    all_advantages = state.tracker.update(all_prompts, gathered["reward"])
+    all_advantages = finite_advantages(state.tracker.update, all_prompts, gathered["reward"])
     result = Advantages(
         gathered, all_prompts, all_advantages, all_advantages[acc.process_index * n : (acc.process_index + 1) * n]
     )
@@ -335,13 +359,14 @@ def epoch_metrics(
     """Reward mean/std per reward, the update's figures averaged, the advantage statistics, timings."""
     metrics: dict[str, Any] = {}
     for name, values in advantages.gathered.items():
-        metrics[f"{name}_mean"], metrics[f"{name}_std"] = float(values.mean()), float(values.std())
+        metrics[f"{name}_mean"], metrics[f"{name}_std"] = float(np.nanmean(values)), float(np.nanstd(values))
     metrics.update({k: float(np.mean(v)) for k, v in update.figures.items()})
     if "ratio_dev_on_policy" in update.figures:  # the worst step, not the mean: it must be exactly 0
         metrics["ratio_dev_on_policy"] = float(np.max(update.figures["ratio_dev_on_policy"]))
     metrics.update(
         zero_std_ratio=state.tracker.stats().zero_std_ratio,
         trained_samples=update.trained_samples,
+        dropped_samples=rollout.dropped,
         lr=float(state.optimizer.param_groups[0]["lr"]),
         reward_wait_share=rollout.reward_wait_s / epoch_s,
         global_step=state.global_step,
@@ -356,6 +381,7 @@ def epoch_metrics(
 
 def save_before(run: Run, state: RunState, path: Path) -> None:
     """Evaluate the untrained model: eval/start, the "before" of the before/after grid, logged at epoch 0."""
+    run.heartbeat.beat("evaluating", state.epoch)
     before = evaluate(run, state)
     run.logger.log(0, eval_metrics(before))
     if run.acc.is_main_process:
@@ -370,6 +396,7 @@ def evaluate_and_save(run: Run, state: RunState, rollout: Rollout, metrics: dict
     last = done == r.epochs
     after = None
     if (r.eval_every > 0 and done % r.eval_every == 0) or last:
+        run.heartbeat.beat("evaluating", state.epoch)
         after = evaluate(run, state)
         metrics.update(eval_metrics(after))
         if last and run.acc.is_main_process:
@@ -394,6 +421,7 @@ def save_grid(run: Run, rollout: Rollout, epoch: int) -> None:
 
 def checkpoint(run: Run, state: RunState) -> None:
     """Save the RunState after `state.epoch` epochs (main process; every rank's RNG state gathered)."""
+    run.heartbeat.beat("checkpointing", state.epoch)
     rng_states = gather_object([capture_rng_state(state.generators)])  # one per rank, rank order
     if run.acc.is_main_process:
         save_checkpoint(
