@@ -10,10 +10,12 @@ jitter; anything else raises at once with the server's message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -44,18 +46,34 @@ _T = TypeVar("_T")
 
 
 class RewardServiceError(RuntimeError):
-    """A reward service could not score a batch: down after retries, or it rejected the request."""
+    """A reward service could not score a batch: down after retries, or it rejected the request.
+
+    The message names the rewards, the URLs tried, the images of the batch (`images`: [start, stop)) and
+    the last cause.
+    """
 
     def __init__(
-        self, service: str, rewards: Sequence[str], urls: Sequence[str], reason: str, status: int | None = None
+        self,
+        service: str,
+        rewards: Sequence[str],
+        urls: Sequence[str],
+        reason: str,
+        status: int | None = None,
+        images: tuple[int, int] | None = None,
     ):
         names = ", ".join(rewards) if rewards else service
-        super().__init__(f"reward {names} (service {service!r}) at {', '.join(urls)}: {reason}")
+        where = f" for images {images[0]}..{images[1] - 1}" if images is not None else ""
+        super().__init__(f"reward {names} (service {service!r}) at {', '.join(urls)}{where}: {reason}")
         self.service = service
         self.rewards = list(rewards)
         self.urls = list(urls)
         self.reason = reason
         self.status = status
+        self.images = images
+
+
+class _Malformed(Exception):
+    """A 2xx answer that breaks the contract (not msgpack, a non-finite score, wrong count or id): retried."""
 
 
 @dataclass
@@ -161,17 +179,32 @@ class RewardClient:
             services, self._services = self._services, None
             await asyncio.gather(*(r.http.aclose() for s in services.values() for r in s.replicas))
 
-    def _error(self, service: str, urls: Sequence[str], reason: str, status: int | None = None) -> RewardServiceError:
+    def _error(
+        self,
+        service: str,
+        urls: Sequence[str],
+        reason: str,
+        status: int | None = None,
+        images: tuple[int, int] | None = None,
+    ) -> RewardServiceError:
         rewards = [name for name, s in self._service_of.items() if s == service]
-        return RewardServiceError(service, rewards, urls, reason, status)
+        return RewardServiceError(service, rewards, urls, reason, status, images)
 
     async def _call(
-        self, service: _Service, method: str, path: str, body: list[bytes | memoryview] | None = None
-    ) -> httpx.Response:
-        """One request with the retry policy; returns a 2xx response or raises RewardServiceError.
+        self,
+        service: _Service,
+        method: str,
+        path: str,
+        body: list[bytes | memoryview] | None = None,
+        parse: Callable[[httpx.Response], _T] = lambda r: r,  # type: ignore[assignment,return-value]
+        images: tuple[int, int] | None = None,
+    ) -> _T:
+        """One request with the retry policy; returns `parse` of a 2xx response or raises RewardServiceError.
 
         `body` is a list of parts (see codec.encode_request_parts), written one after another under an
-        explicit Content-Length so that image buffers go to the socket without being joined first.
+        explicit Content-Length so that image buffers go to the socket without being joined first. A 2xx
+        answer that `parse` finds malformed (_Malformed) is retried like a 503: the request is idempotent
+        (the same id), and the replica that sent it is avoided for a while.
         """
         headers = None if body is None else {"Content-Length": str(sum(len(p) for p in body))}
         tried: set[str] = set()
@@ -193,11 +226,17 @@ class RewardClient:
                 last = f"{replica.url}: {type(exc).__name__}: {exc or 'no detail'}"
                 continue
             if response.is_success:
+                try:
+                    value = parse(response)
+                except _Malformed as exc:
+                    replica.down_until = time.monotonic() + self.down_s
+                    last = f"{replica.url}{path} answered a malformed body: {exc}"
+                    continue
                 replica.down_until = 0.0
-                return response
+                return value
             reason = f"{replica.url}{path} answered HTTP {response.status_code}: {_error_message(response)}"
             if response.status_code not in RETRYABLE_STATUS:
-                raise self._error(service.name, [replica.url], reason, response.status_code)
+                raise self._error(service.name, [replica.url], reason, response.status_code, images)
             last = reason
             if response.status_code == 503:
                 replica.down_until = time.monotonic() + self.down_s
@@ -205,7 +244,7 @@ class RewardClient:
             if after is not None:
                 replica.retry_at = time.monotonic() + min(after, self.retry.max_retry_after_s)
         reason = f"gave up after {self.retry.max_retries + 1} attempts; last error: {last}"
-        raise self._error(service.name, sorted(tried), reason)
+        raise self._error(service.name, sorted(tried), reason, images=images)
 
     async def info(self, service: str) -> dict[str, Any]:
         """The service's `/v1/info`, fetched once and cached."""
@@ -244,14 +283,9 @@ class RewardClient:
             body = bodies.get((start, stop))
             if body is None:  # services with the same limits share one encoding of each chunk
                 body = bodies[(start, stop)] = encode_request_parts(_slice(request, start, stop))
-            response = await self._call(svc, "POST", "/v1/score", body)
-            try:
-                decoded = decode_response(response.content, media_type(response.headers.get("content-type")))
-            except ContractError as exc:
-                raise self._error(svc.name, [str(response.url)], f"bad response: {exc}") from None
-            if len(decoded) != stop - start:
-                raise self._error(svc.name, [str(response.url)], f"answered {len(decoded)} items for {stop - start}")
-            return decoded
+            chunk_id = _chunk_id(request.id, start, stop)
+            parse = functools.partial(_parse_answer, expected=stop - start, request_id=chunk_id)
+            return await self._call(svc, "POST", "/v1/score", body, parse, (start, stop))
 
         return list(await asyncio.gather(*(send(a, b) for a, b in chunks)))
 
@@ -297,6 +331,24 @@ async def _stream(parts: list[bytes | memoryview]) -> AsyncIterator[bytes | memo
         yield part
 
 
+def _chunk_id(batch_id: str, start: int, stop: int) -> str:
+    """The request id of one chunk: the batch's id and the chunk's item range (the same on every retry)."""
+    return f"{batch_id}:{start}-{stop}"
+
+
+def _parse_answer(response: httpx.Response, expected: int, request_id: str) -> ScoreResponse:
+    """A 2xx score answer, or _Malformed: not the contract's body, another item count or another request's id."""
+    try:
+        decoded = decode_response(response.content, media_type(response.headers.get("content-type")))
+    except ContractError as exc:
+        raise _Malformed(str(exc)) from None
+    if len(decoded) != expected:
+        raise _Malformed(f"answered {len(decoded)} items for {expected}")
+    if decoded.id != request_id:
+        raise _Malformed(f"answered request id {decoded.id!r}, expected {request_id!r}")
+    return decoded
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         return error_from_value(_parse_body(response.content, media_type(response.headers.get("content-type")))).message
@@ -323,6 +375,7 @@ def _request(images: Any, prompts: Sequence[str] | str, metadata: Any, group_ids
         if values is not None and len(values) != n:
             raise ValueError(f"{field_name}: has {len(values)} entries for {n} images; give one per image")
     return ScoreRequest(
+        id=uuid.uuid4().hex[:16],  # with each chunk's range, the id its retries carry (at most 200 characters)
         images=images,
         prompts=prompt_list,
         metadata=None if metadata is None else list(metadata),
@@ -332,6 +385,7 @@ def _request(images: Any, prompts: Sequence[str] | str, metadata: Any, group_ids
 
 def _slice(request: ScoreRequest, start: int, stop: int) -> ScoreRequest:
     return ScoreRequest(
+        id=_chunk_id(request.id, start, stop),
         images=request.images[start:stop],
         prompts=request.prompts[start:stop],
         metadata=None if request.metadata is None else request.metadata[start:stop],

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rewardflow_kit.batcher import MicroBatcher, ModelThread, QueueFull
 from rewardflow_kit.body import CLIENT_CLOSED_REQUEST, BodyGate, ClientGone, receive_body
+from rewardflow_kit.faults import FaultInjection, fault_file
 from rewardflow_kit.images import Admitted, PixelLimits, pixel_chunks, request_pixels, working_size_of
 from rewardflow_kit.metrics import ScoreRequestMetrics, ServiceMetrics
 from rewardflow_kit.replies import (
@@ -291,6 +292,8 @@ def create_app(scorer: Scorer, settings: ServiceSettings | None = None) -> FastA
         },
     )
     app.state.rewardflow = state
+    if (faults := fault_file()) is not None:  # tests and bench/faults.py only; added first: inside the metrics
+        app.add_middleware(FaultInjection, metrics=metrics, path=faults, score_keys=tuple(scorer.score_keys))
     app.add_middleware(ScoreRequestMetrics, metrics=metrics)
     add_service_routes(app, state)
     add_oip_routes(app, state)
