@@ -26,13 +26,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs CUDA; runs only where torch.cuda.is_available()")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def torch_cuda_available() -> bool:
+    """Whether torch is installed and sees a CUDA device (REWARDFLOW_PRETEND_NO_CUDA=1: never, for tests)."""
+    if os.environ.get("REWARDFLOW_PRETEND_NO_CUDA") == "1":
+        return False
     try:
         import torch
-
-        has_cuda = torch.cuda.is_available()
     except ImportError:
-        has_cuda = False
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    has_cuda = torch_cuda_available()
     skip_gpu = pytest.mark.skip(reason="no CUDA device on this machine")
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
@@ -61,7 +67,9 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    if os.environ.get(_FAIL_ON_SKIP) == "1" and report.skipped and "gpu" not in item.keywords:
+    # A gpu test's skip is silent only when CUDA is absent; with CUDA any skip inside it is a failure too.
+    silent = "gpu" in item.keywords and not torch_cuda_available()
+    if os.environ.get(_FAIL_ON_SKIP) == "1" and report.skipped and not silent:
         _fail_skip(report, item.nodeid)
 
 
