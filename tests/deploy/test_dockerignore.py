@@ -73,6 +73,9 @@ def test_matcher_follows_dockers_last_match_wins_rule() -> None:
         "services/jpeg/rewardflow_jpeg/__pycache__/scorer.cpython-311.pyc",
         "services/jpeg/.venv/bin/python",
         "models/pickscore/model.safetensors",
+        "trainer/rewardflow_trainer.egg-info/PKG-INFO",
+        "trainer/runs/tiny_jpeg/metrics.jsonl",
+        "rewardflow/__pycache__/cli.cpython-311.pyc",
     ],
 )
 def test_local_state_stays_out_of_the_build_context(path: str) -> None:
@@ -101,4 +104,5 @@ def test_every_copy_source_reaches_the_build_context(name: str, dockerfile: Path
         files = [on_disk] if on_disk.is_file() else [p for p in on_disk.rglob("*") if p.is_file()]
         sent = [f for f in files if not is_excluded(RULES, f.relative_to(REPO_ROOT).as_posix())]
         assert sent, f"{where}: COPY {source}: every file is in .dockerignore"
-        assert any(f.name == "pyproject.toml" for f in sent) or on_disk.is_file()
+        # A copied folder is a package: its own pyproject.toml, or (the root package) an __init__.py.
+        assert any(f.name in ("pyproject.toml", "__init__.py") for f in sent) or on_disk.is_file()
