@@ -22,6 +22,7 @@ from rewardflow_trainer.config import (
     SampleConfig,
     TrainConfig,
 )
+from rewardflow_trainer.family_presets import FAMILY_PRESETS
 
 DEFAULT_PRESET = "tiny_jpeg"
 
@@ -167,6 +168,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "sd3_ocr": sd3_ocr,
     "sd3_geneval": sd3_geneval,
     "sd3_pickscore_fast": sd3_pickscore_fast,
+    **FAMILY_PRESETS,  # flux_pickscore, flux_pickscore_fast, qwen_image_pickscore
 }
 
 

@@ -8,16 +8,20 @@ from typing import Any
 import torch
 
 from rewardflow_trainer.models.family import FamilyLoader, Guidance, ModelFamily, PromptEmbeds
+from rewardflow_trainer.models.flux import FluxFamily
+from rewardflow_trainer.models.qwen_image import QwenImageFamily
 from rewardflow_trainer.models.sd3 import SD3Family
 
-FAMILIES: dict[str, FamilyLoader] = {"sd3": SD3Family}
+FAMILIES: dict[str, FamilyLoader] = {"sd3": SD3Family, "flux": FluxFamily, "qwen_image": QwenImageFamily}
 
 __all__ = [
     "FAMILIES",
     "FamilyLoader",
+    "FluxFamily",
     "Guidance",
     "ModelFamily",
     "PromptEmbeds",
+    "QwenImageFamily",
     "SD3Family",
     "family_class",
     "load_family",
