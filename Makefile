@@ -14,13 +14,15 @@ PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(PACKAGES))
 # Rebuilt when any pyproject.toml is newer than the last install: a no-op otherwise.
 STAMP := $(VENV)/.rewardflow-installed
 
-.PHONY: help venv test demo lint
+.PHONY: help venv test demo lint images manifests
 
 help:
 	@echo "make venv   create $(VENV) and install every part (editable) with the test tools"
 	@echo "make test   run all tests (slow ones included)"
 	@echo "make demo   train the tiny embedded model against the local jpeg reward (CPU, minutes)"
 	@echo "make lint   ruff check + ruff format --check"
+	@echo "make images build and tag every image (IMAGES_ARGS='--print' shows the docker build commands)"
+	@echo "make manifests  render k8s/chart into the plain manifests under k8s/manifests/"
 
 venv: $(STAMP)
 
@@ -61,3 +63,11 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Every reward image and the trainer's, CPU and CUDA flavours, as compose.yaml and compose.gpu.yaml build them.
+IMAGES_ARGS ?=
+images: venv
+	$(VENV)/bin/python scripts/images.py $(IMAGES_ARGS)
+
+manifests: venv
+	$(VENV)/bin/python scripts/render_manifests.py
