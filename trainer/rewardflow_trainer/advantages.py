@@ -111,3 +111,28 @@ def training_mask(advantages: np.ndarray, num_minibatches: int, rng: np.random.G
     if 0 < shortfall <= len(zero_idx):
         mask[rng.choice(zero_idx, size=shortfall, replace=False)] = True
     return mask
+
+
+def per_reward_advantages(
+    prompts: Sequence[str],
+    components: dict[str, np.ndarray],
+    weights: dict[str, float],
+    global_std: bool = True,
+) -> np.ndarray:
+    """GDPO-style aggregation (`train.advantages = "per_reward"`), unclipped, (N,) float64.
+
+    Each reward k is normalized within its prompt's group on its own, `Â_k = (r_k - mean_p(r_k)) /
+    (std(r_k) + 1e-4)` (std global over the epoch or per prompt, as for the weighted sum), then
+    `A = Σ_k w_k·Â_k`, divided by its own std over the epoch (+ 1e-4) so its scale matches a single
+    normalized reward. A reward with 100x the spread of another thus weighs as much as the other,
+    where normalizing the weighted sum lets the wide one decide (docs/algorithm.md, "Advantages").
+    """
+    total = np.zeros(len(prompts), dtype=np.float64)
+    for name, weight in weights.items():
+        if name not in components:
+            raise KeyError(f"reward.weights.{name}: no scores of that reward in the epoch; have {sorted(components)}")
+        tracker = PerPromptStatTracker(global_std=global_std, adv_clip_max=np.inf)
+        total += weight * tracker.update(prompts, components[name])
+    if np.all(total == 0):
+        return total
+    return total / (float(np.std(total)) + STD_EPS)

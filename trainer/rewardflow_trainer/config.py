@@ -148,9 +148,44 @@ class EmaConfig(Section):
     update_every: int = _f(8, "optimizer steps between EMA updates", ge=1)
 
 
-class TrainConfig(Section):
-    """The GRPO update."""
+class DpoConfig(Section):
+    """Diffusion-DPO (train.algorithm=dpo): best vs worst of each group (docs/algorithm.md, "DPO")."""
 
+    beta: float = _f(100.0, "DPO temperature beta on the flow-matching error differences", gt=0)
+    ref_update_step: int | None = _f(
+        None, "copy the policy into the reference every N optimizer steps; null = never (offline DPO)", ge=1
+    )
+    sample_from: Literal["reference", "policy"] = _f("reference", "which weights draw the rollouts")
+    logit_mean: float = _f(0.0, "mean of the logit-normal t")
+    logit_std: float = _f(1.0, "std of the logit-normal t", gt=0)
+
+
+class SftConfig(Section):
+    """Flow matching on each group's best sample(s) (train.algorithm=sft; docs/algorithm.md, "SFT")."""
+
+    logit_mean: float = _f(0.0, "mean of the logit-normal t")
+    logit_std: float = _f(1.0, "std of the logit-normal t", gt=0)
+
+
+class NftConfig(Section):
+    """DiffusionNFT (train.algorithm=nft; docs/algorithm.md, "DiffusionNFT"): ODE rollouts without CFG."""
+
+    beta: float = _f(1.0, "NFT beta: v+ = (1-beta) v_old + beta v, v- = (1+beta) v_old - beta v", gt=0)
+    decay_rate: float = _f(0.001, "old-policy decay grows by this per optimizer step", ge=0)
+    decay_delay: int = _f(0, "optimizer steps before the old-policy decay starts growing", ge=0)
+    decay_max: float = _f(0.5, "cap of the old-policy decay (old = d old + (1-d) policy after each epoch)", ge=0, le=1)
+
+
+class TrainConfig(Section):
+    """The policy update: the algorithm and its settings."""
+
+    algorithm: Literal["grpo", "dpo", "sft", "nft"] = _f(
+        "grpo", "training algorithm: grpo (Flow-GRPO), dpo (Diffusion-DPO), sft (best samples), nft (DiffusionNFT)"
+    )
+    guard: bool = _f(False, "GRPO-Guard: normalized per-step ratio and 1/(sigma - sigma_next) reweighting (grpo, sde)")
+    advantages: Literal["sum", "per_reward"] = _f(
+        "sum", "multi-reward: normalize the weighted sum (sum) or each reward, then sum (per_reward, GDPO-style)"
+    )
     learning_rate: float = _f(3e-4, "AdamW learning rate", gt=0)
     adam_betas: Annotated[tuple[float, float], CommaList] = _f((0.9, 0.999), "AdamW (beta1, beta2), each in [0, 1)")
     weight_decay: float = _f(1e-4, "AdamW weight decay", ge=0)
@@ -170,6 +205,9 @@ class TrainConfig(Section):
     global_std: bool = _f(True, "normalize advantages by the std of all rewards of the epoch (else per prompt)")
     lora: LoraConfig | None = _section(LoraConfig, "LoRA adapter; null = full fine-tuning")
     ema: EmaConfig = _section(EmaConfig, "EMA of the trainable weights")
+    dpo: DpoConfig = _section(DpoConfig, "Diffusion-DPO settings")
+    sft: SftConfig = _section(SftConfig, "SFT settings")
+    nft: NftConfig = _section(NftConfig, "DiffusionNFT settings")
 
     @field_validator("adam_betas")
     @classmethod
@@ -317,6 +355,15 @@ class Config(Section):
                 f"sample.sde_type = 'cps' with train.beta = {t.beta} trains the last step ({where}), where the CPS "
                 "noise is 0 and the KL divides 0 by 0: set train.timestep_fraction below 1 (the window's hi below "
                 "sample.num_steps), or train.beta = 0"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _guard_needs_the_sde(self) -> Config:
+        if self.train.guard and (self.train.algorithm != "grpo" or self.sample.sde_type != "sde"):
+            raise ValueError(
+                f"train.guard = true with train.algorithm = {self.train.algorithm!r} and sample.sde_type = "
+                f"{self.sample.sde_type!r}: GRPO-Guard normalizes the Flow-SDE ratio; expected grpo and sde"
             )
         return self
 

@@ -1,6 +1,15 @@
-"""The GRPO loss pieces: importance ratio, clipped policy loss, KL to the reference.
+"""The GRPO loss pieces: importance ratio, clipped policy loss, KL to the reference, and GRPO-Guard.
 
-The formulas: docs/algorithm.md, "The policy loss" and "The KL penalty".
+The formulas: docs/algorithm.md, "The policy loss", "The KL penalty" and "GRPO-Guard". GRPO-Guard
+(arXiv 2510.22319, `train.guard`) replaces the ratio of a Flow-SDE step by its normalized form
+
+    b       = mean_dims((μ_θ - μ_old)²) / (2·std²)           std = s·sqrt(σ - σ_next), the step's std
+    ratio   = exp((log p_θ - log p_old + b) · std)
+    loss_j  = L_policy(ratio) / (σ - σ_next)                  the gradient reweighting
+
+With `x_next = μ_old + std·z`, `log p_θ - log p_old = -b + mean_dims(z·(μ_θ - μ_old))/std`: the mean
+shift `-b` (why the plain ratio sits below 1) is removed and the step-dependent scale `1/std` is undone,
+so `log ratio = mean_dims(z·(μ_θ - μ_old))`, mean 0 over the noise at every step.
 """
 
 from __future__ import annotations
@@ -57,6 +66,18 @@ def approx_kl(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tenso
     return 0.5 * torch.mean((log_prob - old_log_prob) ** 2)
 
 
+def guard_ratio(
+    log_prob: torch.Tensor, old_log_prob: torch.Tensor, mean: torch.Tensor, old_mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """GRPO-Guard's normalized ratio `exp((log p_θ - log p_old + b)·std)`, `b = mean_dims((μ_θ - μ_old)²)/(2 std²)`.
+
+    log_prob, old_log_prob, std: (B,) (std the transition std, > 0); mean, old_mean: (B, ...). b keeps
+    its gradient through μ_θ (μ_old is the rollout policy's, fixed).
+    """
+    shift = ((mean.float() - old_mean.float()) ** 2).flatten(1).mean(dim=1) / (2 * std**2)
+    return torch.exp((log_prob - old_log_prob + shift) * std)
+
+
 def trained_step_count(num_noisy_steps: int, timestep_fraction: float, windowed: bool) -> int:
     """How many of a trajectory's noisy steps are trained: the first `int(T·fraction)`, or the whole window."""
     if windowed:
@@ -72,6 +93,7 @@ class UpdateSettings:
     beta: float
     max_grad_norm: float
     num_trained_steps: int
+    guard: bool = False  # GRPO-Guard: normalized ratio and 1/(σ - σ_next) reweighting (needs old_means)
 
 
 class GRPOUpdater:
@@ -107,8 +129,15 @@ class GRPOUpdater:
         """Mark that fresh rollouts were just sampled with the current weights."""
         self.on_policy = True
 
-    def minibatch(self, batch: Trajectory, advantages: torch.Tensor) -> dict[str, list[float]]:
-        """Train on one minibatch, step by step; returns per-step figures (ratio_mean, clipfrac, ...)."""
+    def minibatch(
+        self, batch: Trajectory, advantages: torch.Tensor, old_means: torch.Tensor | None = None
+    ) -> dict[str, list[float]]:
+        """Train on one minibatch, step by step; returns per-step figures (ratio_mean, clipfrac, ...).
+
+        old_means: (B, W, *latent) the rollout policy's step means, required with `settings.guard`.
+        """
+        if self.settings.guard and old_means is None:
+            raise ValueError("GRPOUpdater.minibatch: train.guard needs the rollout policy's step means (old_means)")
         info: dict[str, list[float]] = {}
         for j in range(self.settings.num_trained_steps):
             step = batch.train_steps[:, j]
@@ -119,9 +148,15 @@ class GRPOUpdater:
                         with torch.no_grad(), self.policy.reference() as reference:
                             ref = recompute_step(self.family, batch, step, self.guidance, transformer=reference)
                 old_log_prob = batch.log_probs.gather(1, step[:, None])[:, 0]
-                ratio = importance_ratio(out.log_prob, old_log_prob)
-                policy_loss = clipped_policy_loss(advantages, ratio, self.settings.clip_range)
-                loss = policy_loss
+                if self.settings.guard:
+                    ratio = guard_ratio(out.log_prob, old_log_prob, out.mean, old_means[:, j], out.std)
+                    policy_loss = clipped_policy_loss(advantages, ratio, self.settings.clip_range)
+                    # per-sample reweighting: max(-A·r, -A·clip(r)) / Δσ is the same loss with A / Δσ
+                    loss = clipped_policy_loss(advantages / step_size(batch, step), ratio, self.settings.clip_range)
+                else:
+                    ratio = importance_ratio(out.log_prob, old_log_prob)
+                    policy_loss = clipped_policy_loss(advantages, ratio, self.settings.clip_range)
+                    loss = policy_loss
                 if self.settings.beta > 0:
                     kl = kl_to_reference(out.mean, ref.mean, out.noise_scale)
                     loss = loss + self.settings.beta * kl
@@ -146,6 +181,35 @@ class GRPOUpdater:
             _append(info, "clipfrac", clip_fraction(ratio, self.settings.clip_range))
             _append(info, "approx_kl", approx_kl(out.log_prob, old_log_prob))
         return info
+
+
+def step_size(batch: Trajectory, step: torch.Tensor) -> torch.Tensor:
+    """`σ_j - σ_{j+1}` of each row's step (B,): GRPO-Guard divides the step's loss by it."""
+    sigma = batch.sigmas.gather(1, step[:, None])[:, 0]
+    return sigma - batch.sigmas.gather(1, step[:, None] + 1)[:, 0]
+
+
+@torch.no_grad()
+def rollout_means(
+    family: ModelFamily,
+    trajectory: Trajectory,
+    guidance: Guidance,
+    num_trained_steps: int,
+    batch_size: int,
+    model: torch.nn.Module,
+) -> torch.Tensor:
+    """The step means μ_old of every trained step under the current weights, (B, W, *latent).
+
+    Called before the epoch's first optimizer step, when the current weights are the rollout's; in
+    chunks of `batch_size` rows. GRPO-Guard's shift b needs them.
+    """
+    chunks = []
+    for rows in torch.split(torch.arange(len(trajectory)), batch_size):
+        part = trajectory.select(rows)
+        steps = [recompute_step(family, part, part.train_steps[:, j], guidance, transformer=model).mean
+                 for j in range(num_trained_steps)]  # fmt: skip
+        chunks.append(torch.stack(steps, dim=1))
+    return torch.cat(chunks)
 
 
 def _append(info: dict[str, list[float]], key: str, value: torch.Tensor) -> None:

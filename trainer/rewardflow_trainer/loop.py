@@ -25,7 +25,17 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from rewardflow_trainer import plots
-from rewardflow_trainer.advantages import PerPromptStatTracker, training_mask
+from rewardflow_trainer.advantages import PerPromptStatTracker, per_reward_advantages
+from rewardflow_trainer.algorithms import (
+    Algorithm,
+    Rollouts,
+    RolloutSettings,
+    UpdateContext,
+    build_algorithm,
+    loss_terms,
+    needs_reference,
+    rollout_settings,
+)
 from rewardflow_trainer.checkpoint import (
     TrainingState,
     capture_rng_state,
@@ -36,7 +46,6 @@ from rewardflow_trainer.checkpoint import (
 from rewardflow_trainer.config import Config, ConfigError
 from rewardflow_trainer.ema import EMA
 from rewardflow_trainer.evaluation import EvalResult, eval_metrics, evaluate, write_eval
-from rewardflow_trainer.grpo import GRPOUpdater, UpdateSettings, trained_step_count
 from rewardflow_trainer.heartbeat import Heartbeat
 from rewardflow_trainer.logging import RunLogger, read_metrics
 from rewardflow_trainer.lora import Policy
@@ -44,7 +53,7 @@ from rewardflow_trainer.models import Guidance, ModelFamily, load_family
 from rewardflow_trainer.prompts import GroupedPromptSampler, Prompt, load_prompts
 from rewardflow_trainer.rewards import RewardOutage, RewardScorer, finite_advantages, screen_rewards
 from rewardflow_trainer.run_outputs import RunResult, dump_advantages, finish
-from rewardflow_trainer.sampling import SdeWindow, Trajectory, group_latent_seeds, sample_trajectories
+from rewardflow_trainer.sampling import Trajectory, group_latent_seeds, sample_trajectories
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 GRID_PROMPTS = 12
@@ -82,14 +91,12 @@ class EpochPlan:
                 f"train.gradient_accumulation_steps = {accumulation} must divide the {num_minibatches} minibatches "
                 f"per epoch (= {local_samples} samples per rank / train.batch_size {config.train.batch_size})"
             )
-        if config.sample.noise_level <= 0:
+        if config.sample.noise_level <= 0 and config.train.algorithm == "grpo":
             raise ConfigError(
                 f"sample.noise_level = {config.sample.noise_level}: training needs stochastic steps (e.g. 0.7); "
                 "noise 0 is the deterministic ODE, used for evaluation only"
             )
-        windowed = config.sample.sde_window is not None
-        trained = trained_step_count(config.sample.num_train_timesteps(), config.train.timestep_fraction, windowed)
-        return cls(batches, num_minibatches, accumulation, trained)
+        return cls(batches, num_minibatches, accumulation, loss_terms(config))
 
 
 @dataclass
@@ -108,21 +115,25 @@ class RunState:
 
 @dataclass
 class Run:
-    """The fixed parts of a run: accelerator, model, the GRPO updater, prompts, reward services and outputs."""
+    """The fixed parts of a run: accelerator, model, the algorithm, prompts, reward services and outputs."""
 
     config: Config
     acc: Accelerator
     plan: EpochPlan
     family: ModelFamily
-    updater: GRPOUpdater
-    guidance: Guidance
-    window: SdeWindow | None
+    algorithm: Algorithm
+    rollout: RolloutSettings  # how rollouts are sampled; its guidance also trains and evaluates
     sampler: GroupedPromptSampler
     eval_prompts: list[Prompt]
     scorer: RewardScorer
     logger: RunLogger
     out: Path
     heartbeat: Heartbeat = field(default_factory=lambda: Heartbeat(None))  # set by train()
+
+    @property
+    def guidance(self) -> Guidance:
+        """The guidance of rollouts, training and evaluation (NFT: no CFG)."""
+        return self.rollout.guidance
 
 
 @dataclass
@@ -152,6 +163,7 @@ class Advantages:
     all_prompts: list[str]
     all_advantages: np.ndarray
     local: np.ndarray
+    all_scores: np.ndarray  # what ranks samples within a group: the weighted reward, or the per-reward sum
 
 
 def train(
@@ -191,7 +203,7 @@ def train(
 
 
 def setup(config: Config, endpoints: dict[str, list[str]], acc: Accelerator, plan: EpochPlan) -> tuple[Run, RunState]:
-    """Load the model, build policy, optimizer, EMA and updater, resume if asked, open prompts, services, logs."""
+    """Load the model, build policy, optimizer, EMA and algorithm, resume if asked, open prompts, services, logs."""
     acc.gradient_accumulation_steps = plan.accumulation * plan.num_trained_steps
     m, t, s, seed, rank = config.model, config.train, config.sample, config.run.seed, acc.process_index
     weight_dtype = DTYPES[m.mixed_precision] if t.lora is not None else torch.float32
@@ -199,7 +211,11 @@ def setup(config: Config, endpoints: dict[str, list[str]], acc: Accelerator, pla
         m.family, m.pretrained, dtype=weight_dtype, device=acc.device, seed=m.tiny_seed, resolution=m.resolution
     )
     policy = Policy(
-        family.transformer, t.lora, keep_reference=t.beta > 0, seed=seed, export_lora=family.save_lora_weights
+        family.transformer,
+        t.lora,
+        keep_reference=needs_reference(config),
+        seed=seed,
+        export_lora=family.save_lora_weights,
     )
     for param in policy.parameters():  # trainable weights stay float32 under mixed precision
         param.data = param.data.float()
@@ -226,9 +242,11 @@ def setup(config: Config, endpoints: dict[str, list[str]], acc: Accelerator, pla
             config.run.resume, policy, optimizer, state.ema, state.generators, state.tracker, rank=rank
         )
         state.epoch, state.global_step = saved.epoch, saved.global_step
-    guidance = Guidance(s.guidance_scale, s.cfg, s.detach_uncond)
-    settings = UpdateSettings(t.clip_range, t.beta, t.max_grad_norm, plan.num_trained_steps)
-    updater = GRPOUpdater(family, model, policy, optimizer, acc, settings, guidance, state.ema, state.global_step)
+    rollout = rollout_settings(config)
+    context = UpdateContext(
+        family, model, policy, optimizer, acc, state.ema, rollout.guidance, config,
+        plan.num_minibatches, plan.accumulation, plan.num_trained_steps, state.global_step,
+    )  # fmt: skip
     world, out = acc.num_processes, Path(config.run.out_dir)
     sampler = GroupedPromptSampler(
         load_prompts(config.prompts.train), s.num_groups, s.group_size, s.batch_size, world, rank, seed
@@ -241,9 +259,8 @@ def setup(config: Config, endpoints: dict[str, list[str]], acc: Accelerator, pla
         acc,
         plan,
         family,
-        updater,
-        guidance,
-        SdeWindow(*s.sde_window) if s.sde_window is not None else None,
+        build_algorithm(context),
+        rollout,
         sampler,
         load_prompts(config.prompts.eval),
         open_scorer(config, endpoints),
@@ -279,15 +296,15 @@ def sample(run: Run, state: RunState, epoch: int) -> Rollout:
     """Every sampling batch of the epoch; batch i is scored on the scorer's thread while batch i+1 samples."""
     start = time.perf_counter()
     run.scorer.pop_wait_s()
-    s, seed = run.config.sample, run.config.run.seed
+    s, seed, r = run.config.sample, run.config.run.seed, run.rollout
     parts: list[Trajectory] = []
     futures = []
     for batch in run.sampler.batches(epoch):
         seeds = group_latent_seeds(batch.prompts, epoch, seed) if s.same_latent else None
-        with run.acc.autocast():
+        with run.acc.autocast(), run.algorithm.sampling():  # the algorithm picks the weights that sample
             trajectory = sample_trajectories(
-                run.family, batch.prompts, num_steps=s.num_steps, guidance=run.guidance, noise_level=s.noise_level,
-                sde_type=s.sde_type, window=run.window, generator=state.generators["sample"], latent_seeds=seeds,
+                run.family, batch.prompts, num_steps=s.num_steps, guidance=r.guidance, noise_level=r.noise_level,
+                sde_type=r.sde_type, window=r.window, generator=state.generators["sample"], latent_seeds=seeds,
             )  # fmt: skip
         futures.append(run.scorer.submit(trajectory.images, batch.prompts, batch.metadata))
         parts.append(trajectory)
@@ -321,10 +338,15 @@ def compute_advantages(
     }
     all_prompts = gather_object(list(rollout.samples.prompts))
     state.tracker.clear()
-    all_advantages = finite_advantages(state.tracker.update, all_prompts, gathered["reward"])
-    result = Advantages(
-        gathered, all_prompts, all_advantages, all_advantages[acc.process_index * n : (acc.process_index + 1) * n]
-    )
+    all_advantages = scores = finite_advantages(state.tracker.update, all_prompts, gathered["reward"])
+    t = run.config.train
+    if t.advantages == "per_reward":  # GDPO-style; the tracker above still gives the group statistics
+        scores = per_reward_advantages(all_prompts, gathered, run.config.reward.weights, t.global_std)
+        all_advantages = np.clip(scores, -t.adv_clip_max, t.adv_clip_max)
+    elif t.algorithm != "grpo":
+        scores = gathered["reward"]
+    local = all_advantages[acc.process_index * n : (acc.process_index + 1) * n]
+    result = Advantages(gathered, all_prompts, all_advantages, local, scores)
     if debug_dir is not None:
         dump_advantages(Path(debug_dir), epoch, acc.process_index, rollout, result)
     return result
@@ -334,20 +356,11 @@ def compute_advantages(
 
 
 def update_policy(run: Run, state: RunState, rollout: Rollout, advantages: Advantages) -> PolicyUpdate:
-    """Drop zero-advantage samples, then inner epochs over shuffled minibatches, each trained step by step."""
-    keep = np.flatnonzero(training_mask(advantages.local, run.plan.num_minibatches, state.generators["mask"]))
-    kept = rollout.samples.select(keep.tolist())
-    kept_advantages = torch.tensor(advantages.local[keep], dtype=torch.float32).to(run.acc.device)
-    figures: dict[str, list[float]] = {}
-    run.updater.begin_epoch()
-    for _inner in range(run.config.train.num_inner_epochs):
-        order = torch.randperm(len(kept), generator=state.generators["shuffle"])
-        for chunk in torch.tensor_split(order, run.plan.num_minibatches):
-            step_info = run.updater.minibatch(kept.select(chunk), kept_advantages[chunk.to(run.acc.device)])
-            for key, values in step_info.items():
-                figures.setdefault(key, []).extend(values)
-    state.global_step = run.updater.global_step
-    return PolicyUpdate(figures, len(keep))
+    """The algorithm's update on this epoch's rollouts (GRPO: zero-advantage samples dropped, step by step)."""
+    rollouts = Rollouts(rollout.samples, advantages.local, advantages.all_prompts, advantages.all_scores)
+    update = run.algorithm.update(rollouts, state.generators)
+    state.global_step = run.algorithm.global_step
+    return PolicyUpdate(update.figures, update.trained_samples)
 
 
 # --- 4. metrics --------------------------------------------------------------------------------
