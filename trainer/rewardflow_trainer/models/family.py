@@ -13,11 +13,12 @@ import torch
 
 @dataclass(frozen=True)
 class Guidance:
-    """How the velocity is guided: CFG weight and branch handling (SD3) or the embedded guidance (FLUX-dev).
+    """How the velocity is guided: CFG weight and branch handling (SD3, Qwen-Image) or the embedded guidance (FLUX-dev).
 
     SD3: `cfg=True` runs one batched [uncond, cond] pass and returns `v_u + scale * (v_c - v_u)`
     (`detach_uncond` stops gradients through the unconditional half); `cfg=False` runs the conditional
-    pass only (CFG-free training). FLUX-dev: `scale` feeds the guidance embedding and `cfg` must be False.
+    pass only (CFG-free training). Qwen-Image: the same with its negative prompt, rescaled to the conditional
+    norm (true CFG). FLUX-dev: `scale` feeds the guidance embedding and `cfg` must be False.
     """
 
     scale: float = 4.5
@@ -61,11 +62,11 @@ class PromptEmbeds:
 
 @runtime_checkable
 class ModelFamily(Protocol):
-    """One text-to-image flow-matching model family (SD3 now, FLUX next).
+    """One text-to-image flow-matching model family (SD3, FLUX, Qwen-Image; docs/families.md).
 
     Conventions: `x_t = (1 - sigma) x_0 + sigma * noise`, sigma from 1 (noise) to 0 (image), the model
     predicts velocity. Latents handed to and returned from the family are float32 in the family's own
-    latent layout (SD3: (B, C, H, W); FLUX: packed (B, seq, C)); the family casts to its compute dtype.
+    latent layout (SD3: (B, C, H, W); FLUX, Qwen-Image: packed (B, seq, C)); the family casts to its compute dtype.
     """
 
     name: str
