@@ -71,10 +71,10 @@ SHAPES_MODEL = Path(__file__).resolve().parent / "weights" / "shapes-sd3"
 
 def shapes_geneval() -> Config:
     """GRPO on our pretrained tiny shapes model, GenEval's rules with the exact shapes detector (the geneval service
-    started as a local process), held-out accuracy before and after in GenEval's layout; ~8 s an epoch on 2 cores.
+    started as a local process), held-out accuracy before and after in GenEval's layout; 13-14 s an epoch on 2 cores.
 
-    Not yet the embedded default: at these settings held-out accuracy has not risen yet (README, "The shapes
-    world"); the RL settings are still being tuned.
+    Not yet the embedded default: held-out accuracy has not risen at any setting tried (README, "The shapes
+    world", with the measurement of why: bench/grpo_gradient_agreement.py).
     """
     prompts = SHAPES_MODEL / "prompts"
     return Config(
