@@ -29,7 +29,14 @@ from rewardflow_geneval.shapes_detector import judge
 from rewardflow_trainer.models import Guidance, load_family
 from rewardflow_trainer.models.family import ModelFamily
 from rewardflow_trainer.presets import SHAPES_MODEL
-from rewardflow_trainer.sampling import SdeWindow, Trajectory, group_latent_seeds, recompute_step, sample_trajectories
+from rewardflow_trainer.sampling import (
+    SdeWindow,
+    Trajectory,
+    group_latent_seeds,
+    recompute_step,
+    sample_trajectories,
+    step_log_prob,
+)
 
 
 def rollouts(
@@ -37,16 +44,59 @@ def rollouts(
 ) -> tuple[Trajectory, torch.Tensor]:
     """One batch of rollouts and its group-normalized advantages (groups of `args.group` in order)."""
     prompts = [e["prompt"] for e in entries]
+    if args.mirrored:
+        trajectory = mirrored_rollouts(family, prompts, args, seed)
+        return trajectory, advantages_of(trajectory, entries, args.group)
     window = None if args.window == "none" else SdeWindow(*(int(v) for v in args.window.split(",")))
     seeds = group_latent_seeds(prompts, seed, 0) if args.same_latent else None
     trajectory = sample_trajectories(
         family, prompts, num_steps=args.steps, guidance=Guidance(scale=4.5), noise_level=0.7, window=window,
         generator=torch.Generator().manual_seed(seed), latent_seeds=seeds,
     )  # fmt: skip
+    return trajectory, advantages_of(trajectory, entries, args.group)
+
+
+def advantages_of(trajectory: Trajectory, entries: list[dict], group: int) -> torch.Tensor:
+    """Dense GenEval scores of the rollouts' images, normalized within each group of `group` (global std)."""
     rewards = np.array([judge(image, e).score for image, e in zip(trajectory.images, entries, strict=True)])
-    grouped = rewards.reshape(-1, args.group)
+    grouped = rewards.reshape(-1, group)
     advantages = (grouped - grouped.mean(axis=1, keepdims=True)) / (rewards.std() + 1e-6)
-    return trajectory, torch.tensor(advantages.reshape(-1), dtype=torch.float32)
+    return torch.tensor(advantages.reshape(-1), dtype=torch.float32)
+
+
+@torch.no_grad()
+def mirrored_rollouts(family: ModelFamily, prompts: list[str], args: argparse.Namespace, seed: int) -> Trajectory:
+    """Antithetic rollouts: one latent per group, ODE steps but one noisy step j drawn in [0, 2], and in each group
+    the second half's noise at j is minus the first half's (x_{j+1} = 2 mean - x'_{j+1}); log-probs rescored."""
+    generator = torch.Generator().manual_seed(seed)
+    batch, guidance = len(prompts), Guidance(scale=4.5)
+    embeds = family.encode(prompts)
+    sigmas = family.sigmas(args.steps).to(torch.float32).unsqueeze(0).repeat(batch, 1)
+    latents = family.initial_latents(batch, seeds=group_latent_seeds(prompts, seed, 0))
+    noisy = int(torch.randint(3, (1,), generator=generator))
+    levels = torch.zeros(batch, args.steps)
+    levels[:, noisy] = 0.7
+    all_latents, log_probs = [latents], []
+    for j in range(args.steps):
+        out = step_log_prob(family, latents, None, sigmas, j, embeds, guidance, sde_type="sde",
+                            noise_level=levels[:, j], generator=generator)  # fmt: skip
+        nxt = out.next_latents
+        if j == noisy:
+            half = args.group // 2
+            grouped, mean = nxt.view(-1, args.group, *nxt.shape[1:]), out.mean.view(-1, args.group, *nxt.shape[1:])
+            grouped[:, half:] = 2 * mean[:, half:] - grouped[:, :half]
+            nxt = grouped.reshape(nxt.shape)
+            out = step_log_prob(family, latents, nxt, sigmas, j, embeds, guidance, sde_type="sde",
+                                noise_level=levels[:, j])  # fmt: skip
+        latents = nxt
+        all_latents.append(latents)
+        log_probs.append(out.log_prob)
+    return Trajectory(
+        prompts=list(prompts), latents=torch.stack(all_latents, dim=1), log_probs=torch.stack(log_probs, dim=1),
+        sigmas=sigmas, timesteps=sigmas[:, :-1] * family.num_train_timesteps, noise_levels=levels,
+        train_steps=torch.full((batch, 1), noisy, dtype=torch.int64), embeds=embeds, images=family.decode(latents),
+        sde_type="sde",
+    )  # fmt: skip
 
 
 def gradient(family: ModelFamily, trajectory: Trajectory, advantages: torch.Tensor) -> torch.Tensor:
@@ -75,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--window", default="3,0,6", help="size,lo,hi of the SDE window, or none (every step)")
     parser.add_argument("--same-latent", action="store_true")
+    parser.add_argument(
+        "--mirrored", action="store_true", help="antithetic noise pairs, one noisy step in [0, 2] (implies same latent)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -84,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     family = load_family("sd3", args.model, resolution=64)
     started = time.perf_counter()
     sums: dict[str, torch.Tensor] = {}
-    print(f"{args.prompts} prompts x {args.group} images a batch, window {args.window}, same_latent {args.same_latent}")
+    how = "mirrored, one noisy step" if args.mirrored else f"window {args.window}, same_latent {args.same_latent}"
+    print(f"{args.prompts} prompts x {args.group} images a batch, {how}")
     for k in range(1, args.batches + 1):
         for side, offset in (("A", 0), ("B", 1000)):
             trajectory, advantages = rollouts(family, entries, args, seed=offset + k)
