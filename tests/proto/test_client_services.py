@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import signal
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +22,11 @@ from rewardflow_kit.stack import Stack, start_stack
 from rewardflow_proto import EncodedImage
 from rewardflow_proto.client import RetryPolicy, RewardClient, RewardServiceError, SyncRewardClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
+from fault_env import scorer_env
+
 pytestmark = pytest.mark.slow
+READY_S = 300.0  # a hang guard for a service coming up on a busy 2-core machine, not a speed
 
 
 def size_kb(image: np.ndarray) -> float:
@@ -35,6 +42,30 @@ def images(n: int, seed: int = 0, size: int = 32) -> np.ndarray:
     noise = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     amount = np.linspace(0.0, 1.0, n)[:, None, None, None]
     return (128 * (1 - amount) + noise * amount).astype(np.uint8)
+
+
+def gauge(url: str, name: str) -> float:
+    """The value of one of the kit's gauges (e.g. rewardflow_in_flight_requests) from /metrics."""
+    found = re.search(rf"^{name}\{{[^}}]*\}} (\S+)$", httpx.get(f"{url}/metrics").text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+async def until(condition: Callable[[], bool], deadline_s: float = 60.0) -> bool:
+    """Poll `condition` (in a thread) until it holds; False if it never did within `deadline_s` (a hang guard:
+    the tests below wait for events the services cannot reach by chance, so the deadline is not a speed)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if await asyncio.to_thread(condition):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def held(path: Path) -> dict[str, str]:
+    """Env of a service whose score requests wait until `path` exists (the kit's fault file, `hold_file`)."""
+    faults = path.with_suffix(".faults.json")
+    faults.write_text(json.dumps({"hold_file": str(path), "hold_max_s": 120}))
+    return {"REWARDFLOW_FAULT_FILE": str(faults)}
 
 
 def requests_by_code(url: str) -> dict[str, float]:
@@ -143,12 +174,13 @@ def test_failover_when_a_replica_is_killed_mid_run_then_clear_error_when_all_are
 
                 await asyncio.gather(*(worker() for _ in range(3)))
                 os.kill(pids[1], signal.SIGKILL)
-                start = time.monotonic()
                 with pytest.raises(RewardServiceError) as info:
                     await client.score(batch, "p")
-                assert time.monotonic() - start < 5
                 message = str(info.value)
                 assert "jpeg_size_kb" in message and urls[0] in message and urls[1] in message
+                # Refused connections, not timeouts: the error comes from the dead ports, not from waiting.
+                assert "ConnectError" in message and "gave up after 5 attempts" in message
+                assert "for images 0..7" in message
                 return totals
 
         totals = asyncio.run(run())
@@ -157,3 +189,151 @@ def test_failover_when_a_replica_is_killed_mid_run_then_clear_error_when_all_are
     assert len(totals) == 30
     for total in totals:
         np.testing.assert_allclose(total, expected)
+
+
+class SequentialClient(RewardClient):
+    """A client that sends one request at a time: what the overlap tests below must catch (the variant that
+    shows they can fail)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._one_at_a_time = asyncio.Lock()
+
+    async def _call(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+        async with self._one_at_a_time:
+            return await super()._call(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def overlap_seen(
+    client_type: type[RewardClient], endpoints: dict[str, list[str]], batch: np.ndarray, gate: Path, wanted: dict
+) -> tuple[bool, np.ndarray]:
+    """Score `batch` while every service holds its requests; whether each URL had `wanted[url]` requests in flight
+    at once before the gate opened, and the totals. The gate opens once that is seen, or after 60 s for our client
+    (a hang guard); a SequentialClient never gets there, so 5 s of not seeing it are enough to show it."""
+    patience_s = 5.0 if client_type is SequentialClient else 60.0
+    async with client_type(endpoints, retry=RetryPolicy(max_retries=0), timeout_s=120) as client:
+        await client.resolve()
+        task = asyncio.create_task(client.score(batch, "p"))
+        in_flight = lambda: all(gauge(u, "rewardflow_in_flight_requests") == n for u, n in wanted.items())  # noqa: E731
+        seen = await until(in_flight, patience_s)
+        gate.touch()
+        total = (await task).total
+    return seen, total
+
+
+def test_every_service_is_called_at_the_same_time(service_process: Callable, tmp_path: Path) -> None:
+    # Each service holds its request until the gate opens: a client that waits for one service's answer before
+    # calling the next never has all three in flight, so the gate would never open on its account.
+    env = held(tmp_path / "gate")
+    urls = [service_process("scorers:ProbeScorer", env=env, timeout_s=READY_S).url for _ in range(3)]
+    endpoints = {name: [u] for name, u in zip(("a", "b", "c"), urls, strict=True)}
+    batch = np.full((3, 8, 8, 3), 255, np.uint8)
+    seen, total = asyncio.run(overlap_seen(RewardClient, endpoints, batch, tmp_path / "gate", dict.fromkeys(urls, 1)))
+    assert seen, "the three services never had a request in flight at the same time"
+    np.testing.assert_allclose(total, [3.0] * 3)  # brightness 1 from each of a, b and c
+
+
+@pytest.mark.parametrize("client_type", [RewardClient, SequentialClient])
+def test_chunks_are_sent_concurrently_and_spread_over_replicas(
+    service_process: Callable, tmp_path: Path, client_type: type[RewardClient]
+) -> None:
+    # 8 images, at most 2 per request: 4 chunks, 2 to each replica, all held until both replicas have 2 in
+    # flight. A client that sends one replica's chunks one after another has at most 1 in flight per replica
+    # (the held first one), so `seen` stays False: the SequentialClient variant shows the check catches it.
+    env = {**held(tmp_path / "gate"), "REWARDFLOW_MAX_BATCH_SIZE": "2"}
+    urls = [service_process("scorers:ProbeScorer", env=env, timeout_s=READY_S).url for _ in range(2)]
+    batch = np.stack([np.full((4, 4, 3), v, np.uint8) for v in (0, 51, 102, 153, 204, 255, 0, 51)])
+    seen, total = asyncio.run(
+        overlap_seen(client_type, {"probe": urls}, batch, tmp_path / "gate", dict.fromkeys(urls, 2))
+    )
+    assert seen == (client_type is RewardClient)
+    np.testing.assert_allclose(total, batch.reshape(8, -1).mean(axis=1) / 255)  # each chunk's items in place
+    assert [requests_by_code(u)["200"] for u in urls] == [2, 2]  # round robin
+
+
+def test_a_stalled_service_trips_the_timeout_then_the_error_says_so(service_process: Callable, tmp_path: Path) -> None:
+    service = service_process("scorers:ProbeScorer", env=held(tmp_path / "never"), timeout_s=READY_S)
+
+    async def run() -> None:
+        async with RewardClient({"probe": [service.url]}, timeout_s=0.5, retry=RetryPolicy(1, 0.01, 0.02)) as client:
+            await client.resolve()
+            await client.score(np.zeros((2, 4, 4, 3), np.uint8), "p")
+
+    with pytest.raises(RewardServiceError, match=r"for images 0..1: gave up after 2 attempts.*ReadTimeout"):
+        asyncio.run(run())
+    assert asyncio.run(until(lambda: gauge(service.url, "rewardflow_in_flight_requests") == 2))  # both held
+
+
+def test_a_paused_replica_trips_the_timeout_and_the_other_serves(tmp_path: Path) -> None:
+    stack = start_stack(["jpeg"], replicas=2, log_dir=tmp_path)
+    urls, pids = stack.endpoints["jpeg"], stack.services["jpeg"]["pids"]
+    batch = images(4, seed=6)
+    try:
+        with SyncRewardClient({"jpeg": urls}, {"jpeg_size_kb": 1.0}, timeout_s=10.0) as client:
+            client.info("jpeg")
+            os.kill(pids[0], signal.SIGSTOP)  # accepts connections (the kernel does), never answers
+            totals = [client.score(batch, "p").total for _ in range(4)]
+        served = requests_by_code(urls[1]).get("200", 0)
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+        stack.stop(grace_s=1.0)
+    for total in totals:
+        np.testing.assert_allclose(total, [size_kb(im) for im in batch])
+    assert served == 4  # every batch from the replica that was not paused
+
+
+def test_a_full_queue_answers_429_and_the_client_retries_until_served(
+    service_process: Callable, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    env = scorer_env(
+        TEST_GATE_FILE=str(gate),
+        REWARDFLOW_MAX_BATCH_SIZE="1",
+        REWARDFLOW_MAX_QUEUE_SIZE="1",
+        REWARDFLOW_MAX_QUEUE_DELAY_MS="0",
+    )
+    url = service_process("fault_scorers:GateScorer", env=env, timeout_s=READY_S).url
+    one = np.full((1, 4, 4, 3), 255, np.uint8)
+
+    def blocker() -> None:
+        with SyncRewardClient({"gate": [url]}) as other:
+            other.score(one, "p")
+
+    threads = [threading.Thread(target=blocker) for _ in range(2)]
+    threads[0].start()  # scored (held by the gate) ...
+    assert asyncio.run(
+        until(lambda: gauge(url, "rewardflow_in_flight_requests") == 1 and gauge(url, "rewardflow_queue_depth") == 0)
+    )
+    threads[1].start()  # ... then queued: the queue (1 image) is full until the gate opens
+    assert asyncio.run(until(lambda: gauge(url, "rewardflow_queue_depth") == 1))
+
+    async def run() -> np.ndarray:
+        async with RewardClient({"gate": [url]}, retry=RetryPolicy(max_retries=30)) as client:
+            task = asyncio.create_task(client.score(one, "p"))
+            assert await until(lambda: requests_by_code(url).get("429", 0) >= 1)
+            gate.touch()
+            return (await task).total
+
+    np.testing.assert_allclose(asyncio.run(run()), [1.0])
+    for thread in threads:
+        thread.join(60)
+    assert requests_by_code(url)["200"] == 3
+
+
+def test_a_loading_service_answers_503_and_the_client_retries_until_ready(
+    service_process: Callable, tmp_path: Path
+) -> None:
+    gate = tmp_path / "loaded"
+    service = service_process(
+        "fault_scorers:GateLoadScorer", env=scorer_env(TEST_LOAD_GATE=str(gate)), wait="/healthz", timeout_s=READY_S
+    )
+
+    async def run() -> np.ndarray:
+        async with RewardClient({"probe": [service.url]}, retry=RetryPolicy(max_retries=30)) as client:
+            task = asyncio.create_task(client.score(np.full((2, 4, 4, 3), 255, np.uint8), "p"))
+            assert await until(lambda: requests_by_code(service.url).get("503", 0) >= 1)
+            gate.touch()
+            return (await task).total
+
+    np.testing.assert_allclose(asyncio.run(run()), [1.0, 1.0])
+    assert requests_by_code(service.url)["200"] == 1
