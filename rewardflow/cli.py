@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)")
     down = stk_sub.add_parser("down", help="stop services (default: all) and forget them")
     down.add_argument("names", nargs="*", metavar="NAME")
-    stk_sub.add_parser("status", help="list services, their URLs and whether each is ready")
+    stk_sub.add_parser(
+        "status", help="each replica: URL, pid, readiness, in-flight requests, error count and answers by status"
+    )
 
     sub.add_parser("train", help="train a model with rewards (see `rewardflow train --help`)", add_help=False)
     sub.add_parser("eval", help="benchmark reports: `rewardflow eval geneval --help`", add_help=False)
@@ -238,13 +240,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
     if not services:
         print(f"no stack is running (no {stack.stack_file_path()})")
         return 1
-    all_ready = True
-    for name, entry in services.items():
-        for url, pid in zip(entry["urls"], entry["pids"], strict=True):
-            state = stack.ready_state(url)
-            all_ready &= state == "ready"
-            print(f"{name}  {url}  pid {pid}  {state}")
-    return 0 if all_ready else 1
+    replicas = stack.stack_status()
+    for replica in replicas:
+        print(replica.line())
+    return 0 if all(r.state == "ready" for r in replicas) else 1
 
 
 def cmd_train(argv: list[str]) -> int:

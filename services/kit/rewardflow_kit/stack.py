@@ -202,6 +202,57 @@ def ready_state(url: str, timeout_s: float = 2.0) -> str:
 
 
 @dataclass
+class ReplicaStatus:
+    """One replica as `rewardflow stack status` shows it: readiness, in-flight requests, answers by status."""
+
+    service: str
+    url: str
+    pid: int
+    state: str  # ready_state(): "ready", "not ready (HTTP 503)", "down (...)"
+    in_flight: int | None = None  # None: /metrics did not answer
+    requests: dict[str, int] = field(default_factory=dict)  # HTTP status -> score requests answered with it
+
+    @property
+    def errors(self) -> int:
+        """Score requests answered with an error: 4xx (bad input, overload; 499 client gone) and 5xx."""
+        return sum(n for code, n in self.requests.items() if code[:1] in "45")
+
+    def line(self) -> str:
+        flight = "?" if self.in_flight is None else str(self.in_flight)
+        served = " ".join(f"{code}:{n}" for code, n in sorted(self.requests.items())) or "none"
+        return (
+            f"{self.service}  {self.url}  pid {self.pid}  {self.state}  in-flight {flight}  "
+            f"errors {self.errors}  requests {served}"
+        )
+
+
+_REQUESTS = re.compile(r'^rewardflow_requests_total\{[^}]*code="(\d+)"[^}]*\} (\S+)$', re.MULTILINE)
+_IN_FLIGHT = re.compile(r"^rewardflow_in_flight_requests\{[^}]*\} (\S+)$", re.MULTILINE)
+
+
+def replica_status(service: str, url: str, pid: int, timeout_s: float = 2.0) -> ReplicaStatus:
+    """Readiness from /readyz, in-flight requests and answers by status from /metrics (the kit's names)."""
+    status = ReplicaStatus(service, url, pid, ready_state(url, timeout_s))
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=timeout_s).text
+    except httpx.HTTPError:
+        return status
+    if (found := _IN_FLIGHT.search(text)) is not None:
+        status.in_flight = int(float(found.group(1)))
+    status.requests = {code: int(float(n)) for code, n in _REQUESTS.findall(text)}
+    return status
+
+
+def stack_status(path: Path | None = None) -> list[ReplicaStatus]:
+    """Every replica of the stack file's services, in the file's order."""
+    return [
+        replica_status(name, url, pid)
+        for name, entry in load_stack_file(path).items()
+        for url, pid in zip(entry["urls"], entry["pids"], strict=True)
+    ]
+
+
+@dataclass
 class Stack:
     """Services started by `start_stack`; as a context manager it stops them on exit."""
 
