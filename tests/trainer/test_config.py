@@ -303,6 +303,15 @@ def test_show_config_prints_every_key_and_exits_without_training(capsys):
     assert [line.split(" = ")[0] for line in text.splitlines()] == leaves
 
 
+def test_show_config_never_prints_the_api_key(capsys):
+    from rewardflow_trainer.cli import main
+
+    assert main(["--show-config", "reward.api_key=s3cret-key"]) == 0
+    text = capsys.readouterr().out
+    assert "s3cret-key" not in text
+    assert 'reward.api_key = "***"' in text
+
+
 def test_train_help_lists_the_presets(capsys):
     from rewardflow_trainer.cli import main
 

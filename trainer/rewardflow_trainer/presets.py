@@ -237,7 +237,8 @@ def describe(config: Config) -> str:
             if isinstance(value, BaseModel):
                 walk(value, f"{prefix}{name}.")
             else:
-                lines.append(f"{prefix}{name} = {json.dumps(value)}  # {info.description or ''}")
+                shown = "***" if name == "api_key" and value else value  # a secret is never printed
+                lines.append(f"{prefix}{name} = {json.dumps(shown)}  # {info.description or ''}")
 
     walk(config, "")
     return "\n".join(lines)
