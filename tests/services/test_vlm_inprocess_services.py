@@ -43,7 +43,7 @@ def judge_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_unifiedreward_pointwise_rating_over_five_with_the_answer(
     module_service_process: Callable, judge_dirs: dict[str, Path]
 ) -> None:
-    service = module_service_process("unifiedreward", env=inprocess_env(judge_dirs["final4"]), timeout_s=300)
+    service = module_service_process("unifiedreward", env=inprocess_env(judge_dirs["final4"]), timeout_s=900)
     images = mixed_images(0)
     response = score(service.url, ScoreRequest(images=images, prompts=["a red car", "a {cat}", "x"]))
     assert response.errors == [None] * 3
@@ -62,7 +62,7 @@ def test_unifiedreward_pairwise_a_first_image_bias_cancels_out(
     env = inprocess_env(
         model, REWARDFLOW_UNIFIEDREWARD_MODE="pairwise", REWARDFLOW_UNIFIEDREWARD_MAX_CALLS_PER_GROUP="4"
     )
-    service = module_service_process("unifiedreward", env=env, timeout_s=300)
+    service = module_service_process("unifiedreward", env=env, timeout_s=900)
     groups = ["a", "a", "b", "b", "b", "b", "a", "b", None, "c"]
     images = list(random_images(len(groups), 28, 28, seed=5))
     request = ScoreRequest(images=images, prompts=["a dog"] * len(groups), group_ids=groups)
@@ -78,7 +78,7 @@ def test_unifiedreward_pairwise_a_first_image_bias_cancels_out(
 
 
 def test_qwenvl_score_tag_over_five(module_service_process: Callable, judge_dirs: dict[str, Path]) -> None:
-    service = module_service_process("qwenvl", env=inprocess_env(judge_dirs["qwenvl"]), timeout_s=300)
+    service = module_service_process("qwenvl", env=inprocess_env(judge_dirs["qwenvl"]), timeout_s=900)
     response = score(service.url, ScoreRequest(images=mixed_images(1), prompts=["p"] * 3))
     assert response.errors == [None] * 3
     assert response.scores["score"] == [0.8] * 3 and response.scores["rating"] == [4.0] * 3
@@ -88,7 +88,7 @@ def test_qwenvl_score_tag_over_five(module_service_process: Callable, judge_dirs
 def test_a_random_judge_gets_unparsable_answer_errors_with_its_text_never_a_zero(
     module_service_process: Callable, judge_dirs: dict[str, Path]
 ) -> None:
-    service = module_service_process("qwenvl", env=inprocess_env(judge_dirs["random"]), timeout_s=300)
+    service = module_service_process("qwenvl", env=inprocess_env(judge_dirs["random"]), timeout_s=900)
     response = score(service.url, ScoreRequest(images=mixed_images(2)[:2], prompts=["p"] * 2))
     assert response.scores["score"] == [None, None]
     for error in response.errors:
@@ -133,7 +133,7 @@ def deqa_by_hand(model_dir: Path, image: np.ndarray) -> float:
 def test_deqa_expected_quality_equals_the_softmax_of_the_level_logits(
     module_service_process: Callable, judge_dirs: dict[str, Path]
 ) -> None:
-    service = module_service_process("deqa", env=inprocess_env(judge_dirs["random"]), timeout_s=300)
+    service = module_service_process("deqa", env=inprocess_env(judge_dirs["random"]), timeout_s=900)
     images = mixed_images(3)
     response = score(service.url, ScoreRequest(images=images, prompts=["p"] * 3))
     assert response.errors == [None] * 3
