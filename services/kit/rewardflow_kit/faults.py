@@ -90,12 +90,7 @@ class FaultInjection:
         self.score_keys = score_keys
         self.path = Path(path)
         self.metrics = metrics
-        self.injected = Counter(
-            "rewardflow_faults_injected",
-            "Score requests answered by injected faults (REWARDFLOW_FAULT_FILE), by kind.",
-            ("service", "kind"),
-            registry=metrics.registry,
-        )
+        self.injected = _injected_counter(metrics)
         self._stamp: float | None = None
         self._plan = FaultPlan()
         self._seen = 0
@@ -147,6 +142,19 @@ class FaultInjection:
             return None
         self._hits += 1
         return kind
+
+
+def _injected_counter(metrics: ServiceMetrics) -> Counter:
+    """The app's fault counter (one per registry: Starlette may build its middleware stack more than once)."""
+    existing = getattr(metrics, "faults_injected", None)
+    if existing is None:
+        existing = metrics.faults_injected = Counter(  # type: ignore[attr-defined]
+            "rewardflow_faults_injected",
+            "Score requests answered by injected faults (REWARDFLOW_FAULT_FILE), by kind.",
+            ("service", "kind"),
+            registry=metrics.registry,
+        )
+    return existing
 
 
 async def _read_body(receive: Receive) -> bytes:
