@@ -1,4 +1,4 @@
-"""Info, health, metrics and Open Inference Protocol endpoints, and the generic runner."""
+"""Info, health and metrics endpoints, and the generic runner (the Open Inference Protocol: test_oip_*.py)."""
 
 from __future__ import annotations
 
@@ -55,20 +55,6 @@ def test_info_describes_the_service(jpeg_url: str) -> None:
 )
 def test_health_paths_answer_200_when_ready(jpeg_url: str, path: str) -> None:
     assert httpx.get(jpeg_url + path).status_code == 200
-
-
-def test_oip_model_metadata(jpeg_url: str) -> None:
-    meta = httpx.get(jpeg_url + "/v2/models/jpeg").json()
-    assert meta["name"] == "jpeg" and meta["platform"] == "rewardflow" and meta["versions"]
-    assert [o["name"] for o in meta["outputs"]] == ["compressibility", "incompressibility", "size_kb"]
-    assert {i["name"] for i in meta["inputs"]} == {"images", "prompts"}
-
-
-@pytest.mark.parametrize("path", ["/v2/models/pickscore", "/v2/models/pickscore/ready"])
-def test_oip_unknown_model_is_404(jpeg_url: str, path: str) -> None:
-    reply = httpx.get(jpeg_url + path)
-    assert reply.status_code == 404
-    assert "pickscore" in reply.json()["error"]["message"]
 
 
 def test_metrics_have_the_shared_names_and_count_images(jpeg_url: str) -> None:

@@ -1,7 +1,9 @@
-"""The FastAPI app factory: /v1/score through the micro-batcher, plus info, health, OIP aliases and metrics.
+"""The FastAPI app factory: /v1/score through the micro-batcher, plus info, health, metrics and the Open
+Inference Protocol (rewardflow_kit.oip).
 
 /v1/score, /v1/info, /v2/models/* and (when REWARDFLOW_DOCS is on) /docs, /redoc, /openapi.json need the
-API key, checked by one dependency (`replies.require_api_key`); errors leave as the contract's error body.
+API key, checked by one dependency (`replies.require_api_key`); errors leave as the contract's error body
+(on /v2 paths as OIP's `{"error": ...}`, see oip.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rewardflow_proto import (
     VERSION,
     ContractError,
     Limits,
+    ScoreRequest,
     ScoreResponse,
     decode_request,
     encode_response,
@@ -34,6 +37,7 @@ from rewardflow_kit.body import CLIENT_CLOSED_REQUEST, BodyGate, ClientGone, rec
 from rewardflow_kit.faults import FaultInjection, fault_file
 from rewardflow_kit.images import Admitted, PixelLimits, pixel_chunks, request_pixels, working_size_of
 from rewardflow_kit.metrics import ScoreRequestMetrics, ServiceMetrics
+from rewardflow_kit.oip import add_oip_routes, oip_exception_handlers
 from rewardflow_kit.replies import (
     contract_error,
     error_response,
@@ -184,19 +188,26 @@ def pixel_limits(settings: ServiceSettings) -> PixelLimits:
     return PixelLimits(settings.max_image_pixels, settings.max_request_pixels, per_batch)
 
 
+def with_batch_hint(err: ContractError, state: ServiceState) -> ContractError:
+    """A decoder's error, with this service's max_batch_size named when the batch is too large."""
+    if err.code == "too_large" and err.field == "prompts":
+        message = f"{err.message}: this service's max_batch_size is {state.max_batch_size}; split the batch"
+        return ContractError("too_large", message, err.field)
+    return err
+
+
 def admit(state: ServiceState, body: memoryview, content_type: str) -> Admitted:
     """Every whole-request check, in a worker thread (each step grows with the input): decode, the scorer's
     `validate`, the images' declared pixels. Raises ContractError."""
     try:
         request = decode_request(body, content_type, state.limits)
     except ContractError as err:
-        if err.code == "too_large" and err.field == "prompts":
-            raise ContractError(
-                "too_large",
-                f"{err.message}: this service's max_batch_size is {state.max_batch_size}; split the batch",
-                err.field,
-            ) from None
-        raise
+        raise with_batch_hint(err, state) from None
+    return admit_request(state, request)
+
+
+def admit_request(state: ServiceState, request: ScoreRequest) -> Admitted:
+    """The checks after decoding (also for OIP's infer): the scorer's `validate`, the images' declared pixels."""
     try:
         metadata = request.metadata or [None] * len(request)
         validate_request(state.scorer, request.prompts, [m or {} for m in metadata])
@@ -285,11 +296,9 @@ def create_app(scorer: Scorer, settings: ServiceSettings | None = None) -> FastA
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        exception_handlers={
-            Exception: internal_error,
-            ContractError: contract_error,
-            StarletteHTTPException: route_error,
-        },
+        exception_handlers=oip_exception_handlers(
+            {Exception: internal_error, ContractError: contract_error, StarletteHTTPException: route_error}
+        ),
     )
     app.state.rewardflow = state
     if (faults := fault_file()) is not None:  # tests and bench/faults.py only; added first: inside the metrics
@@ -350,37 +359,6 @@ def add_service_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
-
-
-def add_oip_routes(app: FastAPI, state: ServiceState) -> None:
-    """The Open Inference Protocol's model metadata and readiness, for this service's one model."""
-    scorer = state.scorer
-
-    def check_model(name: str) -> None:
-        if name != scorer.name:
-            raise ContractError("not_found", f"no model named {name!r}; this service serves {scorer.name!r}", "name")
-
-    @app.get("/v2/models/{name}", dependencies=NEEDS_KEY)
-    async def model_metadata(name: str) -> JSONResponse:
-        check_model(name)
-        return JSONResponse(
-            {
-                "name": scorer.name,
-                "versions": [scorer.version],
-                "platform": "rewardflow",
-                "inputs": [
-                    {"name": "images", "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
-                    {"name": "prompts", "datatype": "BYTES", "shape": [-1]},
-                ],
-                "outputs": [{"name": key, "datatype": "FP64", "shape": [-1]} for key in scorer.score_keys],
-                "parameters": state.info(),
-            }
-        )
-
-    @app.get("/v2/models/{name}/ready", dependencies=NEEDS_KEY)
-    async def model_ready(name: str) -> JSONResponse:
-        check_model(name)
-        return readiness(state)
 
 
 def add_docs(app: FastAPI) -> None:
