@@ -155,9 +155,15 @@ def test_cli_rejects_a_bad_override_naming_the_field(tmp_path: Path, capsys: pyt
     assert "train.learning_rat" in capsys.readouterr().err
 
 
-def test_endpoints_missing_a_needed_service_fail_with_its_name(tmp_path: Path, jpeg_url: str) -> None:
+def test_endpoints_missing_a_needed_service_fail_with_its_name(
+    tmp_path: Path, jpeg_url: str, capsys: pytest.CaptureFixture
+) -> None:
     code = main(["--epochs", "1", "--out", str(tmp_path), f'reward.endpoints.pickscore=["{jpeg_url}"]'])
     assert code == 2
+    err = capsys.readouterr().err
+    # The reward that has no endpoint (the default jpeg_compressibility) and the services that were given.
+    assert "reward.weights.jpeg_compressibility" in err and "pickscore" in err, err
+    assert not (tmp_path / "metrics.jsonl").exists()  # refused before anything ran
 
 
 def test_bf16_lora_with_gradient_checkpointing_stays_on_policy(tmp_path: Path, jpeg_url: str) -> None:
