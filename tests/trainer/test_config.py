@@ -188,7 +188,7 @@ def test_validation_names_field_value_and_expectation(assignment, message):
 @pytest.mark.parametrize(
     ("assignment", "message"),
     [
-        ("model.family=flux9", "model.family = 'flux9': expected one of ['sd3']"),
+        ("model.family=flux9", "model.family = 'flux9': expected one of ['flux', 'qwen_image', 'sd3']"),
         ("prompts.eval=missing.jsonl", "prompts.eval = 'missing.jsonl': expected an existing file"),
         ("run.resume=/nonexistent/ckpt", "run.resume = '/nonexistent/ckpt': expected an existing checkpoint"),
     ],

@@ -163,8 +163,9 @@ def test_save_and_load_round_trip_offline(
 
 
 def test_registry_and_option_errors_name_what_is_valid() -> None:
-    assert set(FAMILIES) == {"sd3"}
-    with pytest.raises(ValueError, match=r"model family 'flux9' is not known; expected one of \['sd3'\]"):
+    assert set(FAMILIES) == {"sd3", "flux", "qwen_image"}
+    known = r"\['flux', 'qwen_image', 'sd3'\]"
+    with pytest.raises(ValueError, match=rf"model family 'flux9' is not known; expected one of {known}"):
         load_family("flux9", None)
     with pytest.raises(ValueError, match="resolution=60 must be a multiple of 8"):
         SD3Family(**build_tiny_sd3(0), resolution=60)
