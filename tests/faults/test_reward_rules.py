@@ -48,6 +48,9 @@ def test_a_non_finite_score_stops_the_run_naming_the_image_and_cause() -> None:
     message = str(info.value)
     assert "epoch 4: 1 of 4 images" in message and "image 2: jpeg_compressibility=nan" in message
     assert "jpeg: non_finite: the model produced NaN" in message and "reward.on_invalid_score" in message
+    from rewardflow_trainer.cli import USER_ERRORS, error_line
+
+    assert isinstance(info.value, USER_ERRORS) and error_line(info.value) == message  # one line, no traceback
 
 
 def test_dropped_samples_are_counted_and_never_enter_the_advantages() -> None:

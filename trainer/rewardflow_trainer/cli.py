@@ -26,6 +26,7 @@ from rewardflow_trainer.hub_models import check_pretrained
 from rewardflow_trainer.launch_env import complete_process_env, reward_overrides
 from rewardflow_trainer.loop import make_accelerator, train
 from rewardflow_trainer.presets import DEFAULT_PRESET, PRESETS, build_config, describe
+from rewardflow_trainer.rewards import InvalidScores
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,7 +120,7 @@ class ServiceError(RuntimeError):
     """A reward service the run needs did not come up, on another rank than the one that started it."""
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, ServiceError, StackError, RewardServiceError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, ServiceError, StackError, RewardServiceError, InvalidScores)
 """Errors the user fixes (a setting, a service, a missing model or file): one line without --debug."""
 
 
