@@ -70,7 +70,8 @@ def test_no_running_service_is_a_configuration_error_with_the_fix(tmp_path: Path
 @pytest.mark.slow
 def test_a_service_that_is_down_during_the_run_says_how_to_resume(tmp_path: Path) -> None:
     down = f"http://127.0.0.1:{free_port()}"
-    result = train(tmp_path, f"reward.endpoints.jpeg={down}", "reward.max_retries=0")
+    # No grace period: the first outage is the error (with the default the run re-sends for outage_grace_s first).
+    result = train(tmp_path, f"reward.endpoints.jpeg={down}", "reward.max_retries=0", "reward.outage_grace_s=0")
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()[-1:]
     assert line.startswith("rewardflow train: reward service failed: reward jpeg_compressibility (service 'jpeg')")
