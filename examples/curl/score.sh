@@ -27,8 +27,11 @@ esac
 prompt_json=$(printf '%s' "$prompt" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
 auth=${REWARDFLOW_API_KEY:+Authorization: Bearer $REWARDFLOW_API_KEY}
 
+# A request id of its own for every run: a service answers a reused id with another body with a 422.
+request_id="curl-example-$(date +%s)-$$"
+
 # The body goes on stdin (--data-binary @-), so a large image does not hit the argument-length limit.
-printf '{"version": 1, "id": "curl-example", "images": %s, "prompts": ["%s"]}' "$images" "$prompt_json" |
+printf '{"version": 1, "id": "%s", "images": %s, "prompts": ["%s"]}' "$request_id" "$images" "$prompt_json" |
   curl -sS --fail-with-body "$url/v1/score" \
     -H 'Content-Type: application/json' \
     ${auth:+-H "$auth"} \

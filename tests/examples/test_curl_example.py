@@ -46,7 +46,7 @@ def test_the_built_in_image_scores_as_with_the_binding(jpeg_url: str) -> None:
     run = run_script(jpeg_url)
     assert run.returncode == 0, run.stderr
     answer = json.loads(run.stdout)
-    assert (answer["service"], answer["id"], answer["errors"]) == ("jpeg", "curl-example", [None])
+    assert (answer["service"], answer["errors"]) == ("jpeg", [None]) and answer["id"].startswith("curl-example-")
     assert answer["scores"] == binding_scores(jpeg_url, YELLOW_CYAN).scores
 
 

@@ -49,6 +49,8 @@ def contract_info(max_batch_size: int) -> dict[str, object]:
         "max_request_pixels": 2**26,
         "max_batch_pixels": 2**26,
         "working_size": None,
+        "answer_cache_size": 4096,
+        "answer_cache_ttl_s": 600.0,
         "contract_version": VERSION,
     }
 

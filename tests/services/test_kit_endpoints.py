@@ -46,6 +46,8 @@ def test_info_describes_the_service(jpeg_url: str) -> None:
         "max_request_pixels": 2**26,
         "max_batch_pixels": 2**26,
         "working_size": None,
+        "answer_cache_size": 4096,
+        "answer_cache_ttl_s": 600.0,
         "contract_version": VERSION,
     }
 

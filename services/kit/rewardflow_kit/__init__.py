@@ -98,6 +98,8 @@ an orchestrator's readiness gate keeps traffic away).
   `REWARDFLOW_MAX_BATCH_PIXELS` is decoded and scored in several calls, each request whole). At the
   defaults one model call holds at most 2^26 pixels, 192 MiB as RGB.
 - Decoding, `validate` and the header checks run in a worker thread, not on the event loop.
+- A retried request (the same non-empty `id`, the same body) is answered from the first's answer, or waits
+  for it while the first is still being scored, never scored twice (`rewardflow_repeated_requests_total`).
 - A client that disconnects mid-upload is counted as `code="499"` in `rewardflow_requests_total` and
   logged in one INFO line; 500 is only ever a kit bug.
 
@@ -118,6 +120,8 @@ an orchestrator's readiness gate keeps traffic away).
 | `REWARDFLOW_MAX_IMAGE_PIXELS` | `16777216` | Most pixels (H·W) of one image, raw or per its header; more: 413. |
 | `REWARDFLOW_MAX_REQUEST_PIXELS` | `67108864` | Most pixels of a request's images in all (192 MiB as RGB); more: 413. |
 | `REWARDFLOW_MAX_BATCH_PIXELS` | `67108864` | Most pixels decoded per model call (at least the request budget). |
+| `REWARDFLOW_ANSWER_CACHE_SIZE` | `4096` | Answers kept by request id: a retry is answered, not rescored. 0: off. |
+| `REWARDFLOW_ANSWER_CACHE_TTL_S` | `600` | Seconds an answer stays in that cache. |
 | `REWARDFLOW_API_KEY` | unset | Requires `Authorization: Bearer <key>` on `/v1/*` and `/v2/models/*` (and docs). |
 | `REWARDFLOW_DEVICE` | the scorer's | Device for the model (`cpu`, `cuda`, `cuda:1`). |
 | `REWARDFLOW_MODEL` | the scorer's | Model id or local path. |

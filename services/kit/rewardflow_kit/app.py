@@ -9,6 +9,7 @@ API key, checked by one dependency (`replies.require_api_key`); errors leave as 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import time
@@ -35,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rewardflow_kit.batcher import MicroBatcher, ModelThread, QueueFull
 from rewardflow_kit.body import CLIENT_CLOSED_REQUEST, BodyGate, ClientGone, receive_body
 from rewardflow_kit.faults import FaultInjection, fault_file
+from rewardflow_kit.idempotency import RecentAnswers, body_digest
 from rewardflow_kit.images import Admitted, PixelLimits, pixel_chunks, request_pixels, working_size_of
 from rewardflow_kit.metrics import ScoreRequestMetrics, ServiceMetrics
 from rewardflow_kit.oip import add_oip_routes, oip_exception_handlers
@@ -85,6 +87,9 @@ class ServiceState:
         self.pixels = pixel_limits(settings)
         self.working_size = working_size_of(scorer)
         self.body_gate = BodyGate(settings.max_inflight_bodies, self.metrics.receiving_bodies_now.set)
+        self.answers = RecentAnswers(
+            settings.answer_cache_size, settings.answer_cache_ttl_s, self.metrics.repeated_requests_now.inc
+        )
         api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         self.api_key = api_key.encode("utf-8") if api_key else None
         self.ready = False
@@ -157,6 +162,8 @@ class ServiceState:
             "max_request_pixels": self.pixels.per_request,
             "max_batch_pixels": self.pixels.per_batch,
             "working_size": self.working_size,
+            "answer_cache_size": self.settings.answer_cache_size,
+            "answer_cache_ttl_s": self.settings.answer_cache_ttl_s,
             "contract_version": VERSION,
         }
 
@@ -196,14 +203,16 @@ def with_batch_hint(err: ContractError, state: ServiceState) -> ContractError:
     return err
 
 
-def admit(state: ServiceState, body: memoryview, content_type: str) -> Admitted:
+def admit(state: ServiceState, body: memoryview, content_type: str) -> tuple[Admitted, bytes]:
     """Every whole-request check, in a worker thread (each step grows with the input): decode, the scorer's
-    `validate`, the images' declared pixels. Raises ContractError."""
+    `validate`, the images' declared pixels; with the body's hash when its id is remembered (idempotency.py).
+    Raises ContractError."""
     try:
         request = decode_request(body, content_type, state.limits)
     except ContractError as err:
         raise with_batch_hint(err, state) from None
-    return admit_request(state, request)
+    admitted = admit_request(state, request)
+    return admitted, body_digest(body) if state.answers.remembers(request.id) else b""
 
 
 def admit_request(state: ServiceState, request: ScoreRequest) -> Admitted:
@@ -231,17 +240,26 @@ async def handle_score(state: ServiceState, request: Request, received: float) -
             raise state.not_ready_error()
         settings = state.settings
         body = await receive_body(request, settings.max_body_bytes, settings.body_timeout_s, state.body_gate)
-        admitted = await asyncio.to_thread(admit, state, body, request_type)
+        admitted, digest = await asyncio.to_thread(admit, state, body, request_type)
         del body
-        score_request = admitted.request
-        try:
-            timed = await state.batcher.submit(admitted, len(score_request))
-        except QueueFull as exc:
-            raise ContractError("overloaded", f"service {state.scorer.name} is busy: {exc}; retry later") from None
+        score = functools.partial(scored_response, state, admitted, received)
+        response = await state.answers.answer(admitted.request.id, digest, score)
     except ContractError as err:
         return error_response(err, reply_type, retry_after)
+    return Response(encode_response(response, reply_type), media_type=reply_type)
+
+
+async def scored_response(state: ServiceState, admitted: Admitted, received: float) -> ScoreResponse:
+    """The request through the micro-batcher, as the contract's response; raises ContractError when the queue is
+    full."""
+    assert state.batcher is not None
+    score_request = admitted.request
+    try:
+        timed = await state.batcher.submit(admitted, len(score_request))
+    except QueueFull as exc:
+        raise ContractError("overloaded", f"service {state.scorer.name} is busy: {exc}; retry later") from None
     outcome = timed.value
-    response = ScoreResponse(
+    return ScoreResponse(
         scores=outcome.scores,
         errors=outcome.errors,
         details=outcome.details,
@@ -255,7 +273,6 @@ async def handle_score(state: ServiceState, request: Request, received: float) -
             "total_ms": (time.perf_counter() - received) * 1000,
         },
     )
-    return Response(encode_response(response, reply_type), media_type=reply_type)
 
 
 def create_app(scorer: Scorer, settings: ServiceSettings | None = None) -> FastAPI:

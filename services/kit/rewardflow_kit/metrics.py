@@ -59,6 +59,12 @@ class ServiceMetrics:
             labels,
             registry=self.registry,
         )
+        self.repeated_requests = Counter(
+            "rewardflow_repeated_requests",
+            "Score requests answered with an earlier request's answer (a retry: same id, same body), not scored.",
+            labels,
+            registry=self.registry,
+        )
         self.service = service
         self.in_flight_now = self.in_flight.labels(service)
         self.queue_depth_now = self.queue_depth.labels(service)
@@ -66,6 +72,7 @@ class ServiceMetrics:
         self.latency_now = self.latency.labels(service)
         self.batch_size_now = self.batch_size.labels(service)
         self.images_scored_now = self.images_scored.labels(service)
+        self.repeated_requests_now = self.repeated_requests.labels(service)
 
     def count_request(self, status: int) -> None:
         self.requests.labels(self.service, str(status)).inc()

@@ -62,6 +62,15 @@ class ServiceSettings(BaseSettings):
         description="Most pixels decoded for one model call; merged requests beyond it are scored in several "
         "calls. At least max_request_pixels.",
     )
+    answer_cache_size: int = Field(
+        4096,
+        ge=0,
+        description="Most recent answers kept by request id, so that a retry (same id, same body) is answered "
+        "again, not scored twice; the same id with another body gets 422. 0: off.",
+    )
+    answer_cache_ttl_s: float = Field(
+        600.0, gt=0, description="Seconds an answer stays in the answer cache (answer_cache_size)."
+    )
     api_key: SecretStr | None = Field(
         None,
         description="If set, /v1/score, /v1/info, /v2/models/* (and the docs) need 'Authorization: Bearer <key>'; "
