@@ -126,13 +126,24 @@ def per_reward_advantages(
     `A = Σ_k w_k·Â_k`, divided by its own std over the epoch (+ 1e-4) so its scale matches a single
     normalized reward. A reward with 100x the spread of another thus weighs as much as the other,
     where normalizing the weighted sum lets the wide one decide (docs/algorithm.md, "Advantages").
+
+    A sample where a weighted reward is not finite (dropped: reward.on_invalid_score = drop) gets NaN and enters
+    no mean or std: the others' advantages are those computed without it.
     """
-    total = np.zeros(len(prompts), dtype=np.float64)
-    for name, weight in weights.items():
+    for name in weights:
         if name not in components:
             raise KeyError(f"reward.weights.{name}: no scores of that reward in the epoch; have {sorted(components)}")
+    weighted = {name: np.asarray(components[name], dtype=np.float64) for name, w in weights.items() if w != 0}
+    keep = np.ones(len(prompts), dtype=bool)
+    for values in weighted.values():
+        keep &= np.isfinite(values)
+    result = np.full(len(prompts), np.nan)
+    if not keep.any():
+        return result
+    kept_prompts = [p for p, k in zip(prompts, keep, strict=True) if k]
+    total = np.zeros(len(kept_prompts), dtype=np.float64)
+    for name, values in weighted.items():
         tracker = PerPromptStatTracker(global_std=global_std, adv_clip_max=np.inf)
-        total += weight * tracker.update(prompts, components[name])
-    if np.all(total == 0):
-        return total
-    return total / (float(np.std(total)) + STD_EPS)
+        total += weights[name] * tracker.update(kept_prompts, values[keep])
+    result[keep] = total if np.all(total == 0) else total / (float(np.std(total)) + STD_EPS)
+    return result

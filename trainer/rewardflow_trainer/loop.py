@@ -342,9 +342,11 @@ def compute_advantages(
     t = run.config.train
     if t.advantages == "per_reward":  # GDPO-style; the tracker above still gives the group statistics
         scores = per_reward_advantages(all_prompts, gathered, run.config.reward.weights, t.global_std)
-        all_advantages = np.clip(scores, -t.adv_clip_max, t.adv_clip_max)
+        all_advantages = np.nan_to_num(np.clip(scores, -t.adv_clip_max, t.adv_clip_max), nan=0.0)
     elif t.algorithm != "grpo":
         scores = gathered["reward"]
+    # A dropped sample (no finite reward) has advantage 0 and score NaN: no DPO pair, SFT best or NFT term uses it.
+    scores = np.where(np.isfinite(gathered["reward"]), scores, np.nan)
     local = all_advantages[acc.process_index * n : (acc.process_index + 1) * n]
     result = Advantages(gathered, all_prompts, all_advantages, local, scores)
     if debug_dir is not None:

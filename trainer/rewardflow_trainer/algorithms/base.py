@@ -38,13 +38,19 @@ class Rollouts:
 
     samples: this rank's trajectories (rows in rank order); advantages: this rank's (N,), clipped;
     all_prompts / all_scores: every rank's prompts and the scores that rank samples within a group
-    (the weighted reward, or the unclipped per-reward advantage sum), rank order, (N·world,).
+    (the weighted reward, or the unclipped per-reward advantage sum), rank order, (N·world,). A sample
+    without a finite reward (dropped: reward.on_invalid_score = drop) has advantage 0 and score NaN.
     """
 
     samples: Trajectory
     advantages: np.ndarray
     all_prompts: list[str]
     all_scores: np.ndarray
+
+    def local_finite(self, rank: int) -> np.ndarray:
+        """Which of this rank's samples have a finite score, (N,) bool."""
+        n = len(self.advantages)
+        return np.isfinite(np.asarray(self.all_scores[rank * n : (rank + 1) * n], dtype=np.float64))
 
 
 @dataclass
@@ -170,6 +176,13 @@ def groups_of(prompts: Sequence[str]) -> dict[str, list[int]]:
     for i, prompt in enumerate(prompts):
         groups.setdefault(str(prompt), []).append(i)
     return groups
+
+
+def finite_groups(prompts: Sequence[str], scores: np.ndarray) -> list[list[int]]:
+    """Each prompt's samples with a finite score, in index order; groups left with fewer than 2 are left out."""
+    finite = np.isfinite(np.asarray(scores, dtype=np.float64))
+    groups = ([i for i in rows if finite[i]] for rows in groups_of(prompts).values())
+    return [rows for rows in groups if len(rows) >= 2]
 
 
 # --- optimizer steps --------------------------------------------------------------------------------

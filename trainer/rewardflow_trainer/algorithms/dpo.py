@@ -33,8 +33,8 @@ from rewardflow_trainer.algorithms.base import (
     Stepper,
     UpdateContext,
     append,
+    finite_groups,
     gather_clean,
-    groups_of,
     logit_normal_sigmas,
     noised,
     per_sample_mse,
@@ -47,10 +47,11 @@ from rewardflow_trainer.models.family import PromptEmbeds
 
 
 def preference_pairs(prompts: list[str], scores: np.ndarray) -> list[tuple[int, int]]:
-    """(winner, loser) indices per prompt: its best and worst score (first on ties); none where all are equal."""
+    """(winner, loser) indices per prompt: its best and worst score (first on ties); none where all are equal.
+    Samples with a NaN score (dropped) are never picked; a group with fewer than 2 others gives no pair."""
     scores = np.asarray(scores, dtype=np.float64)
     pairs = []
-    for rows in groups_of(prompts).values():
+    for rows in finite_groups(prompts, scores):
         group = scores[rows]
         best, worst = int(np.argmax(group)), int(np.argmin(group))
         if group[best] > group[worst]:

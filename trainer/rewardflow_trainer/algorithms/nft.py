@@ -19,6 +19,9 @@ t is drawn per sample from the rollout's own σ grid (a random permutation of it
 minibatch, each term its own backward). After every epoch the old policy moves toward the policy:
 `old = d·old + (1 - d)·θ`, `d = min(rate·max(0, step - delay), d_max)` at the current optimizer step
 (the public code's decay schedules; β, rate, delay and d_max are `train.nft.*`).
+
+A sample without a finite reward (dropped: reward.on_invalid_score = drop) weighs 0: the means above run over the
+others (each rank still runs every backward pass, so ranks that dropped different counts stay in step).
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ def nft_loss(
     r: torch.Tensor,
     beta: float,
     adv_clip_max: float,
+    kept: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The NFT policy loss (module docstring) on velocities (B, ...), sigma and r (B,); a scalar."""
+    """The NFT policy loss (module docstring) on velocities (B, ...), sigma and r (B,); a scalar. `kept` (B,) bool:
+    the samples it averages over (default all)."""
     t = sigma.reshape(-1, *([1] * (x0.ndim - 1)))
     v_old = v_old.detach().float()
     positive = beta * v_theta.float() + (1 - beta) * v_old
@@ -71,7 +76,16 @@ def nft_loss(
         with torch.no_grad():
             scale = (x0_hat - x0).abs().flatten(1).mean(dim=1).clamp(min=WEIGHT_FLOOR)
         terms.append(per_sample_mse(x0_hat, x0) / scale)
-    return adv_clip_max * torch.mean((r * terms[0] + (1 - r) * terms[1]) / beta)
+    return adv_clip_max * kept_mean((r * terms[0] + (1 - r) * terms[1]) / beta, kept)
+
+
+def kept_mean(values: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
+    """The mean of `values` (B,) over the `kept` samples; 0 (still a graph, for the backward) when none is kept."""
+    if kept is None:
+        return torch.mean(values)
+    # where(), not a product: a dropped sample's term must not reach the sum even if it is not finite.
+    chosen = torch.where(kept, values, torch.zeros_like(values))
+    return chosen.sum() / kept.sum().clamp(min=1)
 
 
 def training_sigmas(samples: Trajectory, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -104,6 +118,8 @@ class NFT:
         samples = rollouts.samples
         r = optimality(torch.as_tensor(rollouts.advantages, dtype=torch.float32), t.adv_clip_max)
         r = r.to(samples.latents.device)
+        finite = rollouts.local_finite(ctx.accelerator.process_index)
+        kept = torch.as_tensor(finite).to(samples.latents.device)
         count = min(ctx.num_trained_steps, samples.sigmas.shape[1] - 1)
         info: dict[str, list[float]] = {}
         optimizer_steps = ctx.num_minibatches // ctx.accumulation
@@ -116,11 +132,11 @@ class NFT:
                 batch = samples.select(chunk)
                 for k in range(count):
                     with self.stepper.accumulate():
-                        loss = self._term(batch, sigmas[rows, k], r[rows], generators["shuffle"], info)
+                        loss = self._term(batch, sigmas[rows, k], r[rows], kept[rows], generators["shuffle"], info)
                         self.stepper.backward(loss, info)
                     self.stepper.after()
         self.old.sync(self.decay(ctx.global_step))
-        return AlgorithmUpdate(info, len(samples))
+        return AlgorithmUpdate(info, int(finite.sum()))
 
     def decay(self, step: int) -> float:
         """`min(rate·max(0, step - delay), d_max)`: how much of the old policy the sync keeps."""
@@ -128,7 +144,13 @@ class NFT:
         return min(s.decay_rate * max(0, step - s.decay_delay), s.decay_max)
 
     def _term(
-        self, batch: Trajectory, sigma: torch.Tensor, r: torch.Tensor, generator: torch.Generator, info: dict
+        self,
+        batch: Trajectory,
+        sigma: torch.Tensor,
+        r: torch.Tensor,
+        kept: torch.Tensor,
+        generator: torch.Generator,
+        info: dict,
     ) -> torch.Tensor:
         ctx, t = self.ctx, self.ctx.config.train
         x0 = batch.latents[:, -1]
@@ -138,14 +160,14 @@ class NFT:
             with torch.no_grad(), self.old.active() as old:
                 v_old = ctx.family.velocity(x_t, sigma, batch.embeds, CONDITIONAL, transformer=old)
             v_theta = ctx.family.velocity(x_t, sigma, batch.embeds, CONDITIONAL, transformer=ctx.model)
-            loss = nft_loss(v_theta, v_old, x_t, x0, sigma, r, self.settings.beta, t.adv_clip_max)
+            loss = nft_loss(v_theta, v_old, x_t, x0, sigma, r, self.settings.beta, t.adv_clip_max, kept)
             append(info, "policy_loss", loss)
             if t.beta > 0:
                 with torch.no_grad(), ctx.policy.reference() as reference:
                     v_ref = ctx.family.velocity(x_t, sigma, batch.embeds, CONDITIONAL, transformer=reference)
-                kl = per_sample_mse(v_theta, v_ref).mean()
+                kl = kept_mean(per_sample_mse(v_theta, v_ref), kept)
                 append(info, "kl", kl)
                 loss = loss + t.beta * kl
         append(info, "loss", loss)
-        append(info, "old_deviation", per_sample_mse(v_theta.detach(), v_old).mean())
+        append(info, "old_deviation", kept_mean(per_sample_mse(v_theta.detach(), v_old), kept))
         return loss

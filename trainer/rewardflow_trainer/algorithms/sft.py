@@ -26,8 +26,8 @@ from rewardflow_trainer.algorithms.base import (
     Stepper,
     UpdateContext,
     append,
+    finite_groups,
     gather_clean,
-    groups_of,
     logit_normal_sigmas,
     noised,
     per_sample_mse,
@@ -38,9 +38,10 @@ from rewardflow_trainer.algorithms.base import (
 
 
 def best_samples(prompts: list[str], scores: np.ndarray) -> list[int]:
-    """Indices of every sample whose score equals its group's best, in index order."""
+    """Indices of every sample whose score equals its group's best, in index order. Samples with a NaN score
+    (dropped) are never picked; a group with fewer than 2 others contributes nothing."""
     scores = np.asarray(scores, dtype=np.float64)
-    best = [i for rows in groups_of(prompts).values() for i in rows if scores[i] == scores[rows].max()]
+    best = [i for rows in finite_groups(prompts, scores) for i in rows if scores[i] == scores[rows].max()]
     return sorted(best)
 
 
