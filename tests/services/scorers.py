@@ -71,13 +71,18 @@ class ProbeScorer:
 
 
 class SlowStartScorer(ProbeScorer):
-    """load() takes TEST_LOAD_SLEEP_S, then touches TEST_LOADED_FILE; the warm-up score() takes TEST_WARMUP_SLEEP_S."""
+    """load() takes TEST_LOAD_SLEEP_S, then touches TEST_LOADED_FILE; the warm-up waits for TEST_WARMUP_GATE_FILE.
+
+    The gate (at most TEST_WARMUP_MAX_S, 600 s) holds the service in its warm-up until the test has seen it not
+    ready, however slowly a loaded machine runs the test; without a gate file the warm-up does not wait.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.load_sleep_s = float(os.environ.get("TEST_LOAD_SLEEP_S", "0"))
-        self.warmup_sleep_s = float(os.environ.get("TEST_WARMUP_SLEEP_S", "0"))
         self.loaded_file = os.environ.get("TEST_LOADED_FILE")
+        self.gate_file = os.environ.get("TEST_WARMUP_GATE_FILE")
+        self.warmup_max_s = float(os.environ.get("TEST_WARMUP_MAX_S", "600"))
         self.warmed_up = False
 
     def load(self) -> None:
@@ -88,7 +93,9 @@ class SlowStartScorer(ProbeScorer):
     def score(self, batch: Batch) -> list[ItemScore | ItemFailure]:
         if not self.warmed_up:
             self.warmed_up = True
-            time.sleep(self.warmup_sleep_s)
+            deadline = time.monotonic() + self.warmup_max_s
+            while self.gate_file and not Path(self.gate_file).exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
         return super().score(batch)
 
 
