@@ -84,8 +84,9 @@ def test_an_unknown_name_gets_the_known_ones_and_a_suggestion() -> None:
 
 
 def test_the_kit_refuses_an_unknown_name_in_one_line() -> None:
+    # A deadline, not a measure: the answer comes after the kit's imports, minutes on a loaded 2-core machine.
     proc = subprocess.run(
-        [sys.executable, "-m", "rewardflow_kit", "pickscor"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "rewardflow_kit", "pickscor"], capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 2
     known = ", ".join(sorted(discover()))
