@@ -4,7 +4,6 @@ kubernetes-validate --strict, TrainJob and JobSet by check-jsonschema against th
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import helm_python
@@ -45,23 +44,36 @@ def test_every_core_object_passes_kubernetes_validate_strict(values: str, render
     assert core_problems(objects) == []
 
 
-@pytest.mark.parametrize(("values", "kind"), [("default", "TrainJob"), ("full", "JobSet"), ("jobset", "JobSet")])
-def test_the_trainer_passes_check_jsonschema_against_its_crd(
-    values: str, kind: str, rendered: dict, tmp_path: Path
-) -> None:
-    [job] = by_kind(rendered[values], kind).values()
-    done = check_jsonschema(CRD_SCHEMAS[kind], job, tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
+TRAINERS = [("default", "TrainJob"), ("full", "JobSet"), ("jobset", "JobSet")]
 
 
-def test_the_validators_catch_a_misspelt_field(rendered: dict, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def crd_errors(rendered: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """check-jsonschema once per CRD schema, over every rendered trainer of that kind and one misspelt copy:
+    object name ("default-TrainJob", ..., "misspelt-TrainJob", "misspelt-JobSet") -> its errors."""
+    folder = tmp_path_factory.mktemp("crd-objects")
+    objects: dict[str, dict[str, Any]] = {kind: {} for kind in CRD_SCHEMAS}
+    for values, kind in TRAINERS:
+        [objects[kind][f"{values}-{kind}"]] = by_kind(rendered[values], kind).values()
     [job] = copy.deepcopy(list(by_kind(rendered["default"], "TrainJob").values()))
     job["spec"]["trainer"]["numNode"] = job["spec"]["trainer"].pop("numNodes")
-    done = check_jsonschema(CRD_SCHEMAS["TrainJob"], job, tmp_path)
-    assert done.returncode == 1 and "numNode" in done.stdout
     [jobset] = copy.deepcopy(list(by_kind(rendered["jobset"], "JobSet").values()))
     jobset["spec"]["replicatedJobs"][0]["replicas"] = "two"
-    assert check_jsonschema(CRD_SCHEMAS["JobSet"], jobset, tmp_path).returncode == 1
+    objects["TrainJob"]["misspelt-TrainJob"], objects["JobSet"]["misspelt-JobSet"] = job, jobset
+    errors: dict[str, list[str]] = {}
+    for kind, kind_objects in objects.items():
+        errors |= check_jsonschema(CRD_SCHEMAS[kind], kind_objects, folder)
+    return errors
+
+
+@pytest.mark.parametrize(("values", "kind"), TRAINERS)
+def test_the_trainer_passes_check_jsonschema_against_its_crd(values: str, kind: str, crd_errors: dict) -> None:
+    assert crd_errors[f"{values}-{kind}"] == []
+
+
+def test_the_validators_catch_a_misspelt_field(rendered: dict, crd_errors: dict) -> None:
+    assert any("numNode" in error for error in crd_errors["misspelt-TrainJob"]), crd_errors["misspelt-TrainJob"]
+    assert crd_errors["misspelt-JobSet"] != []
     deployment = copy.deepcopy(next(iter(by_kind(rendered["default"], "Deployment").values())))
     deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
     assert any("readinesProbe" in p for p in core_problems([deployment]))
@@ -195,6 +207,7 @@ def test_a_bad_values_file_fails_to_render_with_the_key(values: dict, message: s
 
 def test_the_plain_manifests_are_what_the_chart_renders() -> None:
     folder = CHART.parent / "manifests"
-    stale = [name for name, text in manifest_files().items() if (folder / name).read_text() != text]
+    files = manifest_files()  # three renders: once
+    stale = [name for name, text in files.items() if (folder / name).read_text() != text]
     assert stale == [], f"k8s/manifests/{stale}: run python scripts/render_manifests.py"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(manifest_files())
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)
