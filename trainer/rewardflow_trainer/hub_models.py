@@ -11,23 +11,34 @@ from rewardflow_kit.hub import RequiredModel, hub_cache_dir, is_hub_id, unavaila
 
 from rewardflow_trainer.config import Config, ConfigError
 
-SD3_FOLDERS = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
-"""What SD3Family.from_pretrained loads: these models (T5 included), their tokenizers and the scheduler; the
-repositories' single-file checkpoints (e.g. sd3.5_medium.safetensors, text_encoders/) are left out."""
+FAMILY_FOLDERS: dict[str, tuple[str, ...]] = {
+    "sd3": ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"),
+    "flux": ("transformer", "vae", "text_encoder", "text_encoder_2"),
+    "qwen_image": ("transformer", "vae", "text_encoder"),
+}
+"""The model folders each family's from_pretrained loads (with their tokenizers and the scheduler). The
+repositories' single-file checkpoints (sd3.5_medium.safetensors, text_encoders/, flux1-dev.safetensors,
+ae.safetensors: as large again as the folders) are left out."""
+
+
+def _family_files(folders: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(required, optional) hub file patterns of a diffusers checkpoint made of `folders`."""
+    tokenizers = [
+        f"tokenizer{folder.removeprefix('text_encoder')}/*" for folder in folders if folder.startswith("text_encoder")
+    ]
+    required = (
+        "model_index.json",
+        *(f"{folder}/config.json" for folder in folders),
+        *(f"{folder}/*.safetensors" for folder in folders),
+        *tokenizers,
+        "scheduler/*",
+    )
+    optional = tuple(f"{folder}/*.json" for folder in folders)  # index files of sharded weights, generation configs
+    return required, optional
+
 
 FAMILY_FILES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "sd3": (
-        (
-            "model_index.json",
-            *(f"{folder}/config.json" for folder in SD3_FOLDERS),
-            *(f"{folder}/*.safetensors" for folder in SD3_FOLDERS),
-            "tokenizer/*",
-            "tokenizer_2/*",
-            "tokenizer_3/*",
-            "scheduler/*",
-        ),
-        tuple(f"{folder}/*.json" for folder in SD3_FOLDERS),  # index files of sharded weights
-    ),
+    family: _family_files(folders) for family, folders in FAMILY_FOLDERS.items()
 }
 """Model family -> (required, optional) file patterns of its diffusers checkpoint on the hub."""
 
