@@ -45,8 +45,9 @@ With no name, `python -m rewardflow_kit` serves $REWARDFLOW_SERVICE (what the im
 
 The kit does the rest: `POST /v1/score` (msgpack or JSON), `/healthz`, `/readyz` (503 until `load()`
 and one warm-up batch have run; define `warmup_batch() -> Batch` to choose that batch), `/v1/info`,
-`/metrics`, the Open Inference Protocol aliases `/v2/health/live`, `/v2/health/ready`,
-`/v2/models/<name>` and `/v2/models/<name>/ready`, micro-batching of concurrent requests, bounded
+`/metrics`, the Open Inference Protocol (`/v2/health/live`, `/v2/health/ready`, `GET /v2`,
+`/v2/models/<name>[/versions/<v>]`, `.../ready`, `.../config` and `POST .../infer`: proto/README.md §10),
+micro-batching of concurrent requests, bounded
 inputs (see "Limits" below), an optional bearer API key, the contract's error body for every failure (an
 unknown path is 404 `not_found`, a wrong method 405 `method_not_allowed`), and per-item errors:
 
