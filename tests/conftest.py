@@ -103,15 +103,20 @@ class ServiceProcess:
     def wait_for(self, path: str = "/readyz", timeout_s: float = 60.0) -> None:
         """Poll GET `path` until it answers 200; raise with the service log if it dies or times out."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"service on port {self.port} exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + path, timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+        # One client for the whole wait: a bare httpx.get builds a new SSL context each time (~40 ms of CPU), which
+        # at 20 polls a second took half a core from the service starting up.
+        with httpx.Client(timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    raise RuntimeError(
+                        f"service on port {self.port} exited with {self.process.returncode}:\n{self.log()}"
+                    )
+                try:
+                    if http.get(self.url + path).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
         raise TimeoutError(f"service on port {self.port}: {path} not 200 after {timeout_s} s:\n{self.log()}")
 
     def stop(self, timeout_s: float = 10.0) -> int:
