@@ -20,6 +20,7 @@ import torch
 from accelerate.utils import gather_object
 from PIL import Image
 
+from rewardflow_trainer.agreement import scored_together
 from rewardflow_trainer.eval_geneval import ImageResult, summarize, summary_markdown
 from rewardflow_trainer.prompts import eval_batches
 from rewardflow_trainer.sampling import group_latent_seeds, sample_eval
@@ -76,7 +77,15 @@ class EvalResult:
 
 
 def evaluate(run: Run, state: RunState) -> EvalResult:
-    """Noise-0 ODE with the eval step count and the EMA weights, `eval_images_per_prompt` seeds per prompt."""
+    """Noise-0 ODE with the eval step count and the EMA weights, `eval_images_per_prompt` seeds per prompt; every
+    rank's share, scored (a scoring failure on any rank stops every rank: agreement.py), then gathered."""
+    rows = scored_together(run.acc, lambda: local_rows(run, state))
+    rows = sorted(gather_object(rows), key=lambda r: (r[0], r[1]))
+    return EvalResult(*(list(column) for column in zip(*rows, strict=True)))
+
+
+def local_rows(run: Run, state: RunState) -> list[tuple[int, int, dict[str, Any], np.ndarray, float, Any]]:
+    """This rank's eval images with their scores: (prompt id, seed index, entry, image, reward, geneval)."""
     c, acc = run.config, run.acc
     mine = eval_batches(run.eval_prompts, c.sample.eval_batch_size, acc.num_processes, acc.process_index,
                         c.prompts.eval_limit)  # fmt: skip
@@ -94,8 +103,7 @@ def evaluate(run: Run, state: RunState) -> EvalResult:
                     entry = {"prompt": batch.prompts[i], **batch.metadata[i]}
                     image, reward = trajectory.images[i], float(reply.total[i])
                     rows.append((prompt_id, k, entry, image, reward, _geneval_of(reply, i)))
-    rows = sorted(gather_object(rows), key=lambda r: (r[0], r[1]))
-    return EvalResult(*(list(column) for column in zip(*rows, strict=True)))
+    return rows
 
 
 def _geneval_of(reply: Any, i: int) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from rewardflow_trainer import plots
 from rewardflow_trainer.advantages import PerPromptStatTracker, per_reward_advantages
+from rewardflow_trainer.agreement import scored_together
 from rewardflow_trainer.algorithms import (
     Algorithm,
     Rollouts,
@@ -51,7 +52,7 @@ from rewardflow_trainer.logging import RunLogger, read_metrics
 from rewardflow_trainer.lora import Policy
 from rewardflow_trainer.models import Guidance, ModelFamily, load_family
 from rewardflow_trainer.prompts import GroupedPromptSampler, Prompt, load_prompts
-from rewardflow_trainer.rewards import RewardOutage, RewardScorer, finite_advantages, screen_rewards
+from rewardflow_trainer.rewards import RewardScorer, finite_advantages, screen_rewards
 from rewardflow_trainer.run_outputs import RunResult, dump_advantages, finish
 from rewardflow_trainer.sampling import Trajectory, group_latent_seeds, sample_trajectories
 
@@ -314,15 +315,16 @@ def sample(run: Run, state: RunState, epoch: int) -> Rollout:
 
 
 def sample_or_checkpoint(run: Run, state: RunState, epoch: int) -> Rollout:
-    """sample(); when every replica of a reward stays down past reward.outage_grace_s, checkpoint the state this
-    epoch started from (its RNG put back, so --resume repeats the epoch exactly), then let RewardOutage end the run."""
+    """sample(), its failure decided by every rank together (agreement.py); when every replica of a reward stays
+    down past reward.outage_grace_s (on any rank), every rank checkpoints the state this epoch started from (its RNG
+    put back, so --resume repeats the epoch exactly), then the outage ends the run."""
     rng = capture_rng_state(state.generators)
-    try:
-        return sample(run, state, epoch)
-    except RewardOutage:
+
+    def checkpoint_epoch_start() -> None:
         restore_rng_state(rng, state.generators)
         checkpoint(run, state)
-        raise
+
+    return scored_together(run.acc, lambda: sample(run, state, epoch), checkpoint_epoch_start)
 
 
 # --- 2. advantages -----------------------------------------------------------------------------

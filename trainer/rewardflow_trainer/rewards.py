@@ -5,7 +5,8 @@ URLs, the images and the last cause, never a default or a second count (the clie
 with the same request id and uses exactly one answer); a batch whose every replica is down is
 re-sent until `outage_grace_s` has passed, then RewardOutage (the loop checkpoints and exits); an
 image without a finite score stops the run (InvalidScores) or is dropped from the advantages and
-counted (`screen_rewards`), as reward.on_invalid_score says.
+counted (`screen_rewards`), as reward.on_invalid_score says. In a multi-process run a failure on one rank stops
+every rank with the same error (agreement.py).
 """
 
 from __future__ import annotations
