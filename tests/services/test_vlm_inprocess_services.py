@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -96,14 +97,19 @@ def test_a_random_judge_gets_unparsable_answer_errors_with_its_text_never_a_zero
         assert "no '<Score>N</Score>'" in error.message and "the judge answered: '" in error.message
 
 
-def deqa_by_hand(model_dir: Path, image: np.ndarray) -> float:
-    """DeQA's expected quality for one image, with transformers and the prompt written out here."""
+def deqa_by_hand(model_dir: Path, images: list[np.ndarray]) -> list[float]:
+    """DeQA's expected quality for each image, with transformers and the prompt written out here (one model load)."""
     from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     processor = Qwen2VLImageProcessorPil.from_pretrained(model_dir)
     model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir).eval()
+    return [deqa_one_by_hand(tokenizer, processor, model, image) for image in images]
+
+
+def deqa_one_by_hand(tokenizer: Any, processor: Any, model: Any, image: np.ndarray) -> float:
+    """One image's softmax over the level words' logits, weighted 5..1."""
     h, w = image.shape[:2]
     side = max(h, w)
     square = np.empty((side, side, 3), np.uint8)
@@ -137,7 +143,7 @@ def test_deqa_expected_quality_equals_the_softmax_of_the_level_logits(
     images = mixed_images(3)
     response = score(service.url, ScoreRequest(images=images, prompts=["p"] * 3))
     assert response.errors == [None] * 3
-    expected = [deqa_by_hand(judge_dirs["random"], image) for image in images]
+    expected = deqa_by_hand(judge_dirs["random"], images)
     np.testing.assert_allclose(response.scores["quality"], expected, atol=1e-4)
     np.testing.assert_allclose(response.scores["score"], np.array(expected) / 5, atol=1e-4 / 5)
     assert np.ptp(expected) > 1e-3, "the images must score differently for the check to mean anything"
