@@ -43,6 +43,8 @@ from rewardflow_proto.codec import parse_body as _parse_body
 from rewardflow_proto.messages import EncodedImage, GroupId, Image, ItemError, ScoreRequest, ScoreResponse
 
 _T = TypeVar("_T")
+MAX_REQUEST_ID_CHARS = 160
+"""The longest request id `score` accepts: a chunk's id appends ":<start>-<stop>" within the contract's 200."""
 
 
 class RewardServiceError(RuntimeError):
@@ -295,9 +297,15 @@ class RewardClient:
         prompts: Sequence[str] | str,
         metadata: Sequence[dict[str, Any] | None] | None = None,
         group_ids: Sequence[GroupId] | None = None,
+        request_id: str | None = None,
     ) -> RewardResult:
-        """Score N images (uint8 (N, H, W, 3) or a list) with every weighted reward; see RewardResult."""
-        request = _request(images, prompts, metadata, group_ids)
+        """Score N images (uint8 (N, H, W, 3) or a list) with every weighted reward; see RewardResult.
+
+        Each call draws a fresh request id unless `request_id` is given: pass the same id to re-send the same
+        batch after a failure, so that a service which scored it before the answer was lost answers from its
+        cache instead of scoring it again (a different batch under a recent id is refused: 422 field id).
+        """
+        request = _request(images, prompts, metadata, group_ids, request_id)
         n = len(request)
         rewards = await self.resolve()
         services = self._open()
@@ -360,7 +368,23 @@ def _items(images: np.ndarray | list[Image]) -> Sequence[Image]:
     return list(images) if isinstance(images, np.ndarray) else images
 
 
-def _request(images: Any, prompts: Sequence[str] | str, metadata: Any, group_ids: Any) -> ScoreRequest:
+def new_request_id() -> str:
+    """A fresh random request id (16 hex characters)."""
+    return uuid.uuid4().hex[:16]
+
+
+def _check_request_id(request_id: str) -> str:
+    if not isinstance(request_id, str) or not request_id or len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise ValueError(
+            f"request_id: expected a non-empty string of at most {MAX_REQUEST_ID_CHARS} characters (each chunk's "
+            f"id appends its item range, and the contract allows 200), got {request_id!r:.60}"
+        )
+    return request_id
+
+
+def _request(
+    images: Any, prompts: Sequence[str] | str, metadata: Any, group_ids: Any, request_id: str | None = None
+) -> ScoreRequest:
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
             raise ValueError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
@@ -375,7 +399,8 @@ def _request(images: Any, prompts: Sequence[str] | str, metadata: Any, group_ids
         if values is not None and len(values) != n:
             raise ValueError(f"{field_name}: has {len(values)} entries for {n} images; give one per image")
     return ScoreRequest(
-        id=uuid.uuid4().hex[:16],  # with each chunk's range, the id its retries carry (at most 200 characters)
+        # With each chunk's range, the id that chunk's retries carry (at most 200 characters).
+        id=new_request_id() if request_id is None else _check_request_id(request_id),
         images=images,
         prompts=prompt_list,
         metadata=None if metadata is None else list(metadata),
@@ -447,6 +472,7 @@ __all__ = [
     "RewardResult",
     "RewardServiceError",
     "SyncRewardClient",
+    "new_request_id",
     "parse_retry_after",
     "plan_chunks",
     "resolve_reward",

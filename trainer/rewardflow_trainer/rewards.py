@@ -3,9 +3,10 @@
 Rules (issue 17): every image gets its score or the run stops with an error naming the reward, the
 URLs, the images and the last cause, never a default or a second count (the client retries a chunk
 with the same request id and uses exactly one answer); a batch whose every replica is down is
-re-sent until `outage_grace_s` has passed, then RewardOutage (the loop checkpoints and exits); an
-image without a finite score stops the run (InvalidScores) or is dropped from the advantages and
-counted (`screen_rewards`), as reward.on_invalid_score says. In a multi-process run a failure on one rank stops
+re-sent, under the request id of its first attempt, until `outage_grace_s` has passed, then
+RewardOutage (the loop checkpoints and exits); an image without a finite score stops the run
+(InvalidScores) or is dropped from the advantages and counted (`screen_rewards`), as
+reward.on_invalid_score says. In a multi-process run a failure on one rank stops
 every rank with the same error (agreement.py).
 """
 
@@ -17,10 +18,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from rewardflow_proto.client import RewardClient, RewardResult, RewardServiceError
+from rewardflow_proto.client import RewardClient, RewardResult, RewardServiceError, new_request_id
 
 log = logging.getLogger("rewardflow_trainer")
 OUTAGE_RETRY_S = 5.0
@@ -34,6 +35,15 @@ class RewardOutage(RewardServiceError):
         reason = f"down for {waited_s:.0f} s (reward.outage_grace_s); last cause: {cause.reason}"
         super().__init__(cause.service, cause.rewards, cause.urls, reason, cause.status, cause.images)
         self.waited_s = waited_s
+
+
+class _Batch(NamedTuple):
+    """What a batch was submitted with, kept for re-sends: the same images, prompts, metadata and request id."""
+
+    images: np.ndarray
+    prompts: list[str]
+    metadata: list | None
+    request_id: str
 
 
 class InvalidScores(ValueError):
@@ -66,7 +76,7 @@ class RewardScorer:
         self.outage_grace_s = outage_grace_s
         self.on_wait: Callable[[str], None] = lambda phase: None
         """Called with "scoring" when result() is about to block, "waiting_for_services" during an outage."""
-        self._inputs: dict[Future[RewardResult], tuple[np.ndarray, list[str], list | None]] = {}
+        self._inputs: dict[Future[RewardResult], _Batch] = {}
         self.wait_s = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="rewardflow-scorer", daemon=True)
@@ -82,14 +92,16 @@ class RewardScorer:
         if self._loop.is_closed():
             raise RuntimeError("RewardScorer.submit after close(): create a new scorer")
         images = np.ascontiguousarray(images)  # the caller may reuse its buffer while we score
-        inputs = (images, list(prompts), None if metadata is None else list(metadata))
+        inputs = _Batch(images, list(prompts), None if metadata is None else list(metadata), new_request_id())
         future = self._send(inputs)
         self._inputs[future] = inputs
         return future
 
-    def _send(self, inputs: tuple[np.ndarray, list[str], list | None]) -> Future[RewardResult]:
-        images, prompts, metadata = inputs
-        return asyncio.run_coroutine_threadsafe(self.client.score(images, prompts, metadata=metadata), self._loop)
+    def _send(self, batch: _Batch) -> Future[RewardResult]:
+        # Every send of a batch carries its one id: a service that scored an attempt whose answer was lost
+        # (a timeout, a dropped connection) answers the re-send from its cache instead of scoring it twice.
+        score = self.client.score(batch.images, batch.prompts, metadata=batch.metadata, request_id=batch.request_id)
+        return asyncio.run_coroutine_threadsafe(score, self._loop)
 
     def result(self, future: Future[RewardResult], timeout_s: float | None = None) -> RewardResult:
         """Block until the batch is scored; adds the time blocked to `wait_s`.
