@@ -3,6 +3,7 @@
 // A request is a map {version, id, images, prompts, metadata?, group_ids?}; images are one raw batch
 // {format: "raw", dtype: "uint8", shape: [N, H, W, 3], data} or a list of raw/PNG/JPEG images. msgpack carries
 // `data` as bin (a Uint8Array here); JSON carries it as standard base64 text with padding (§1).
+import { randomUUID } from "node:crypto";
 import { decode, encode } from "@msgpack/msgpack";
 
 export const VERSION = 1;
@@ -20,8 +21,15 @@ export class ContractError extends Error {
   }
 }
 
-/** The request value of §2 for one raw batch: `pixels` holds N*H*W*3 bytes, row-major RGB. */
-export function batchRequest(pixels, shape, prompts, { id = "", metadata, groupIds } = {}) {
+/** A fresh request id. A service answers a recent id with another body with a 422 (§1): one id per distinct
+ * request, reused only to retry the same body. */
+export function newRequestId() {
+  return randomUUID();
+}
+
+/** The request value of §2 for one raw batch: `pixels` holds N*H*W*3 bytes, row-major RGB; `id` defaults to a fresh
+ * one (pass the first attempt's id, with the same batch, only to retry it). */
+export function batchRequest(pixels, shape, prompts, { id = newRequestId(), metadata, groupIds } = {}) {
   const [n, h, w, c] = shape;
   if (c !== 3 || pixels.length !== n * h * w * 3) {
     throw new RangeError(`pixels: ${pixels.length} bytes do not fill shape [${shape}] (last axis must be 3)`);

@@ -2,7 +2,7 @@
 // comes back as the contract's error (proto/README.md §2-§4). Prints one JSON line with what each format returned.
 //
 //   node score.js URL [N H W]          (REWARDFLOW_API_KEY, when set, is sent as a bearer token)
-import { batchRequest, ContractError, JSON_TYPE, MSGPACK, score } from "./rewardflow.js";
+import { batchRequest, ContractError, JSON_TYPE, MSGPACK, newRequestId, score } from "./rewardflow.js";
 
 /** N images of H x W: pixel (i, y, x, c) = (50 i + 13 y + 7 x + 85 c) mod 256, row-major RGB. */
 function generatedPixels(n, h, w) {
@@ -32,7 +32,9 @@ async function main([url, n = "2", h = "16", w = "24"]) {
   const prompts = Array.from({ length: shape[0] }, (_, i) => `generated image ${i}`);
   const result = {};
   for (const [name, contentType] of [["msgpack", MSGPACK], ["json", JSON_TYPE]]) {
-    const response = await score(url, batchRequest(pixels, shape, prompts, { id: `node-${name}` }), { contentType });
+    // A fresh id per request: a service answers a recent id sent with another body with a 422 (§1).
+    const request = batchRequest(pixels, shape, prompts, { id: `node-${name}-${newRequestId()}` });
+    const response = await score(url, request, { contentType });
     result[name] = { id: response.id, service: response.service, scores: response.scores, errors: response.errors };
     result[`${name}_error`] = await refused(url, contentType, pixels, shape);
   }

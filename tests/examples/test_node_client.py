@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -137,18 +138,26 @@ def jpeg_url(module_service_process: Callable) -> str:
     return module_service_process("jpeg", timeout_s=STARTUP_S).url
 
 
-def test_node_scores_a_generated_batch_over_msgpack_and_json(node: str, jpeg_url: str) -> None:
-    run = run_node(node, "score.js", jpeg_url, "3", "20", "12")
+def score_js(node: str, url: str, n: int, h: int, w: int) -> dict:
+    run = run_node(node, "score.js", url, str(n), str(h), str(w))
     assert run.returncode == 0, run.stdout + run.stderr
-    result = json.loads(run.stdout)
+    return json.loads(run.stdout)
+
+
+def test_node_scores_a_generated_batch_over_msgpack_and_json(node: str, jpeg_url: str) -> None:
+    result = score_js(node, jpeg_url, 3, 20, 12)
     request = ScoreRequest(images=generated_pixels(3, 20, 12), prompts=[f"generated image {i}" for i in range(3)])
     reply = httpx.post(
         jpeg_url + "/v1/score", content=encode_request(request), headers={"content-type": MSGPACK}, timeout=30
     )
     expected = decode_response(reply.content)
     for name in ("msgpack", "json"):
-        assert result[name]["id"] == f"node-{name}" and result[name]["service"] == "jpeg"
+        assert re.fullmatch(rf"node-{name}-[0-9a-f-]{{36}}", result[name]["id"]) and result[name]["service"] == "jpeg"
         assert result[name]["scores"] == expected.scores and result[name]["errors"] == [None] * 3
         error = result[f"{name}_error"]
         assert (error["code"], error["status"]) == ("invalid_request", 422)
         assert error["message"].startswith("images: has 3 images but there are 1 prompts")
+    # Another batch a moment later: a fresh id per request, so the service does not refuse it as a reused id (§1).
+    again = score_js(node, jpeg_url, 2, 8, 8)
+    ids = {result["msgpack"]["id"], result["json"]["id"], again["msgpack"]["id"], again["json"]["id"]}
+    assert len(ids) == 4 and again["msgpack"]["errors"] == [None] * 2
