@@ -32,7 +32,6 @@ def train(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.Comple
 
 @pytest.mark.slow
 def test_a_reward_service_that_cannot_load_stops_the_run_in_one_line(tmp_path: Path) -> None:
-    started = time.monotonic()
     result = train(
         tmp_path,
         "reward.weights={clipscore: 1}",
@@ -42,17 +41,21 @@ def test_a_reward_service_that_cannot_load_stops_the_run_in_one_line(tmp_path: P
         f"reward.local_env.HF_ENDPOINT=http://127.0.0.1:{free_port()}",  # the hub does not answer
         "reward.local_env.HF_HUB_OFFLINE=0",
     )
-    ended, ended_wall = time.monotonic(), time.time()
+    ended = time.time()
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("rewardflow train: a reward service did not start: service clipscore at http://127.0.0.1:")
+    # The service's own cause: the run stopped when the service exited, not at the 120 s ready timeout (whose error
+    # says "not ready after 120s").
     assert f"failed to load: cannot load REWARDFLOW_MODEL='{MISSING}': not in the local Hugging Face cache" in line
     assert "(run `rewardflow models pull clipscore` where the hub is reachable)" in line
-    # Within seconds of the service's last line (its log's last write), not after the 120 s ready timeout.
+    # Before any training work: the run directory holds the services' logs and nothing of train() (no heartbeat,
+    # metrics, grids, checkpoints, config).
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["logs"]
+    # A hang guard, not a speed (15.6 s were seen on a loaded 2-core machine): far less than the ready timeout.
     [log] = (tmp_path / "run" / "logs").glob("clipscore-*.log")
-    after = ended_wall - log.stat().st_mtime
-    assert after < 5, f"the run went on {after:.1f} s after the service exited"
-    assert ended - started < 90
+    after = ended - log.stat().st_mtime
+    assert after < 60, f"the run went on {after:.1f} s after the service's last line"
 
 
 @pytest.mark.slow
