@@ -122,5 +122,19 @@ def test_two_processes_share_the_one_local_stack_that_rank_0_starts(tmp_path: Pa
     logs = list((tmp_path / "run" / "logs").glob("jpeg-*.log"))
     assert len(logs) == 1, f"expected one jpeg service (started by rank 0), found logs {logs}"
     port = int(logs[0].stem.split("-")[1])
-    with socket.socket() as sock:  # the service was stopped at the end of the run: its port is free again
+    assert_nothing_listens(port)  # the service was stopped at the end of the run
+
+
+def assert_nothing_listens(port: int) -> None:
+    """No process listens on 127.0.0.1:`port`: a connection is refused and a new listener could bind it.
+
+    A plain bind can fail after a clean stop too: the service's closed connections hold the port in TIME_WAIT
+    for a minute. SO_REUSEADDR binds through TIME_WAIT but still fails while a socket listens there.
+    """
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+        sock.listen()
