@@ -23,7 +23,8 @@ _SCRIPT = Path(sys.executable).with_name("rewardflow")
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "rewardflow.cli"]
 
 
-def rewardflow(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def rewardflow(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    # A deadline, not a measure: `train --help` imports the trainer (torch, diffusers), 99 s on a loaded 2-core box.
     return subprocess.run([*COMMAND, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
