@@ -1,6 +1,6 @@
 """Soak: N concurrent clients for M minutes against each CPU service, valid and invalid bodies mixed.
 
-    .venv/bin/python bench/soak.py [--services jpeg] [--clients 32] [--minutes 5] [--invalid 0.3]
+    .venv/bin/python bench/soak.py [--services jpeg,geneval] [--clients 32] [--minutes 5] [--invalid 0.3]
 
 Each service runs as a real process on 127.0.0.1 (the local stack). Every client loops until the time is
 up, sending a valid request (a few small random images) or, with probability --invalid, one of several
@@ -8,6 +8,7 @@ broken bodies (not msgpack, truncated, an unknown version, an empty batch, NaN m
 content type, an image whose declared shape does not match its bytes). Per service it reports the
 requests served by status, p50/p99 latency of the valid ones, the number of 5xx answers (must be 0), the
 service's RSS over time (first, max, last) and whether /healthz and /readyz answer 200 at the end.
+geneval runs its exact shapes detector, and its valid requests carry the shapes world's GenEval metadata.
 In full (--clients 32 --minutes 5 on the 2-core machine) each service gets well over 10,000 requests;
 the exit code is 1 when a 5xx was seen, a request failed to connect or the service is not healthy after.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import statistics
 import sys
@@ -30,12 +32,27 @@ import numpy as np
 from rewardflow_kit.stack import start_stack
 from rewardflow_proto import JSON, MSGPACK, ScoreRequest, encode_request
 
+SHAPES_METADATA = Path(__file__).resolve().parents[1] / "trainer/rewardflow_trainer/weights/shapes-sd3/prompts"
+SERVICE_ENV = {"geneval": {"REWARDFLOW_GENEVAL_DETECTOR": "shapes"}}
+"""Settings a service is soaked with: geneval runs its exact shapes detector (no model to download)."""
 
-def valid_body(rng: random.Random) -> bytes:
-    """A request of 1-4 random 32x32 images."""
+
+def service_metadata(name: str) -> list[dict]:
+    """Per-image metadata entries a service needs in a valid request (geneval: the shapes world's prompts)."""
+    if name != "geneval":
+        return []
+    return [json.loads(line) for line in (SHAPES_METADATA / "test_metadata.jsonl").read_text().splitlines() if line]
+
+
+def valid_body(rng: random.Random, metadata: list[dict] | None = None) -> bytes:
+    """A request of 1-4 random 32x32 images (with GenEval metadata entries when the service needs them)."""
     n = rng.randint(1, 4)
     images = np.random.default_rng(rng.randrange(2**32)).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    return encode_request(ScoreRequest(images=images, prompts=[f"prompt {i}" for i in range(n)]))
+    if not metadata:
+        return encode_request(ScoreRequest(images=images, prompts=[f"prompt {i}" for i in range(n)]))
+    entries = [rng.choice(metadata) for _ in range(n)]
+    prompts = [entry["prompt"] for entry in entries]
+    return encode_request(ScoreRequest(images=images, prompts=prompts, metadata=entries))
 
 
 def invalid_bodies() -> list[tuple[str, bytes, str]]:
@@ -63,13 +80,13 @@ class Tally:
     rss_mb: list[float] = field(default_factory=list)
 
 
-async def client(url: str, until: float, invalid: float, seed: int, tally: Tally) -> None:
+async def client(url: str, until: float, invalid: float, seed: int, tally: Tally, metadata: list[dict]) -> None:
     rng = random.Random(seed)
     broken = invalid_bodies()
     async with httpx.AsyncClient(timeout=60) as http:
         while time.monotonic() < until:
             is_valid = rng.random() >= invalid
-            _, body, content_type = ("valid", valid_body(rng), MSGPACK) if is_valid else rng.choice(broken)
+            _, body, content_type = ("valid", valid_body(rng, metadata), MSGPACK) if is_valid else rng.choice(broken)
             started = time.perf_counter()
             try:
                 reply = await http.post(f"{url}/v1/score", content=body, headers={"content-type": content_type})
@@ -95,10 +112,12 @@ async def watch_rss(pid: int, until: float, tally: Tally) -> None:
         await asyncio.sleep(1.0)
 
 
-async def soak(url: str, pid: int, clients: int, seconds: float, invalid: float) -> Tally:
+async def soak(url: str, pid: int, clients: int, seconds: float, invalid: float, metadata: list[dict]) -> Tally:
     tally = Tally()
     until = time.monotonic() + seconds
-    await asyncio.gather(watch_rss(pid, until, tally), *(client(url, until, invalid, i, tally) for i in range(clients)))
+    await asyncio.gather(
+        watch_rss(pid, until, tally), *(client(url, until, invalid, i, tally, metadata) for i in range(clients))
+    )
     tally.rss_mb.append(rss_mb(pid))
     return tally
 
@@ -126,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     bad = False
     for name in args.services.split(","):
-        with start_stack([name], log_dir=args.logs, ready_timeout_s=600) as stack:
+        with start_stack([name], log_dir=args.logs, ready_timeout_s=600, env=SERVICE_ENV.get(name)) as stack:
             url, pid = stack.endpoints[name][0], stack.services[name]["pids"][0]
-            tally = asyncio.run(soak(url, pid, args.clients, args.minutes * 60, args.invalid))
+            tally = asyncio.run(soak(url, pid, args.clients, args.minutes * 60, args.invalid, service_metadata(name)))
             ok = healthy(url)
         total = sum(tally.statuses.values())
         fours = sum(n for s, n in tally.statuses.items() if 400 <= s < 500)
