@@ -25,7 +25,8 @@ TIMEOUT_S = 1800  # minutes on an idle machine; the budget is for a loaded one
 # One epoch of 16 images: 4 prompt groups of 4, 8 images (one sampling batch) on each node.
 SHORT_EPOCH = [
     "--epochs", "1", "sample.batch_size=8", "train.batch_size=8", "sample.num_groups=4", "sample.group_size=4",
-    "train.gradient_accumulation_steps=1", "run.progress=false", "run.eval_every=0",
+    "train.gradient_accumulation_steps=1", "sample.num_steps=4", "sample.eval_num_steps=2", "run.progress=false",
+    "run.eval_every=0",
 ]  # fmt: skip
 
 
