@@ -167,9 +167,11 @@ def test_endpoints_missing_a_needed_service_fail_with_its_name(
 
 
 def test_bf16_lora_with_gradient_checkpointing_stays_on_policy(tmp_path: Path, jpeg_url: str) -> None:
-    # A fresh process: accelerate's mixed-precision state is per process and the other tests use "no".
+    # A fresh process: accelerate's mixed-precision state is per process and the other tests use "no". Two
+    # sampling batches an epoch, accumulated into one optimizer step, as the preset; 4 denoising steps, not 10.
     argv = [sys.executable, "-m", "rewardflow_trainer.cli", "--epochs", "2", "--out", str(tmp_path),
             f'reward.endpoints.jpeg=["{jpeg_url}"]', "run.progress=false", "run.eval_every=0",
+            "sample.num_steps=4", "sample.eval_num_steps=2",
             "model.mixed_precision=bf16", "model.gradient_checkpointing=true", "train.beta=0.01",
             "train.lora.rank=4", "train.lora.alpha=8", "train.lora.target_modules=to_q,to_k,to_v,to_out.0,proj_out",
             ]  # fmt: skip
